@@ -1,0 +1,427 @@
+"""The settings file, `${ENV}` interpolation and generated tokens → one frozen `Settings`.
+
+Every key is optional: with no file at all, `hana-rules serve` works. Errors
+name the file and the key, and say what to do; they never show a value that
+came from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as token_source
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from engine.durations import parse_duration
+from engine.envsubst import UnsetVariableError, substitute
+from engine.errors import ConfigError
+
+CONFIG_FILE_NAME = "hana-rules.yaml"
+CONFIG_ENV = "HANA_RULES_CONFIG"
+SECRETS_FILE_NAME = "secrets.json"
+DEFAULT_APPLICATION_NAME = "default"
+
+_DURATION = {"type": ["string", "number"]}
+_COUNT = {"type": ["integer", "string"]}
+_TEXT = {"type": "string"}
+
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "rules_dir": _TEXT,
+        "data_dir": _TEXT,
+        "redis_url": {"type": ["string", "null"]},
+        "admin_token": {"type": ["string", "null"]},
+        "host": _TEXT,
+        "port": _COUNT,
+        "workers": _COUNT,
+        "web_workers": _COUNT,
+        "log_format": {"enum": ["text", "json"]},
+        "retention": _DURATION,
+        "applications": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "webhook_token"],
+                "properties": {
+                    "id": _TEXT,
+                    "name": _TEXT,
+                    "webhook_token": _TEXT,
+                    "hana_update_url": _TEXT,
+                    "access_token": _TEXT,
+                },
+            },
+        },
+        "outbound": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "allow_hosts": {"type": "array", "items": _TEXT},
+                "timeout": _DURATION,
+            },
+        },
+        "smtp": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "host": _TEXT,
+                "port": _COUNT,
+                "username": _TEXT,
+                "password": _TEXT,
+                "from": _TEXT,
+                "starttls": {"type": "boolean"},
+            },
+        },
+        "delivery": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"max_attempts": _COUNT, "backoff": _DURATION, "max_backoff": _DURATION},
+        },
+        "loop_guard": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"limit": _COUNT, "per": _DURATION, "hold": _DURATION},
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Application:
+    """One Hana application (one business) served by this installation."""
+
+    id: str | None  # None: the default application, which accepts any application.id
+    name: str
+    webhook_token: str
+    hana_update_url: str | None = None
+    access_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Outbound:
+    allow_hosts: tuple[str, ...] = ("hooks.slack.com", "api.telegram.org")
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Smtp:
+    host: str = "localhost"
+    port: int = 587
+    username: str | None = None
+    password: str | None = None
+    sender: str | None = None
+    starttls: bool = True
+
+
+@dataclass(frozen=True)
+class Delivery:
+    max_attempts: int = 8
+    backoff: float = 10.0
+    max_backoff: float = 3600.0
+
+
+@dataclass(frozen=True)
+class LoopGuard:
+    limit: int = 10
+    per: float = 60.0
+    hold: float = 600.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, resolved once; never mutated while serving."""
+
+    config_file: Path | None
+    rules_dir: Path
+    data_dir: Path
+    redis_url: str | None = None
+    admin_token: str | None = None
+    applications: tuple[Application, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    web_workers: int = 2
+    log_format: str = "text"
+    retention: float = 7 * 86400.0
+    outbound: Outbound = field(default_factory=Outbound)
+    smtp: Smtp | None = None
+    delivery: Delivery = field(default_factory=Delivery)
+    loop_guard: LoopGuard = field(default_factory=LoopGuard)
+    secrets: frozenset[str] = frozenset()
+
+    @property
+    def uses_default_application(self) -> bool:
+        return len(self.applications) == 1 and self.applications[0].id is None
+
+    def application(self, application_id: str | None) -> Application | None:
+        for app in self.applications:
+            if app.id == application_id:
+                return app
+        return None
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """`--config`, else HANA_RULES_CONFIG, else ./hana-rules.yaml when it exists."""
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    default = Path.cwd() / CONFIG_FILE_NAME
+    return default if default.exists() else None
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate, validate and resolve the settings file (tokens not yet generated)."""
+    env = os.environ if env is None else env
+    path = find_config_file(config_file, env)
+    raw: Any = {}
+    label = str(path) if path else CONFIG_FILE_NAME
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the settings file ({exc.strerror})", file=label) from exc
+        try:
+            raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+            raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=where) from exc
+        if not isinstance(raw, dict):
+            raise ConfigError("the settings file must be a mapping of keys to values", file=label)
+    found_secrets: set[str] = set()
+    raw = _interpolate(raw, env, found_secrets, label, "")
+    _validate(raw, label)
+    base = path.resolve().parent if path else Path.cwd()
+    return _resolve(raw, base=base, path=path, env=env, label=label, found_secrets=found_secrets)
+
+
+def _interpolate(value: Any, env: Mapping[str, str], found: set[str], label: str, key: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return substitute(value, env, found)
+        except UnsetVariableError as exc:
+            raise ConfigError(str(exc), file=label, key=key or None) from None
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, found, label, _join(key, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, found, label, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _join(prefix: str, name: object) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _validate(raw: dict[str, Any], label: str) -> None:
+    errors = sorted(Draft202012Validator(CONFIG_SCHEMA).iter_errors(raw), key=lambda e: list(e.path))
+    if not errors:
+        return
+    error = errors[0]
+    key = ""
+    for part in error.absolute_path:
+        key = f"{key}[{part}]" if isinstance(part, int) else _join(key, part)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}; known keys here: {', '.join(allowed)}",
+            file=label,
+            key=_join(key, unknown[0]) if key else unknown[0],
+        )
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        raise ConfigError(f"{missing} is required", file=label, key=_join(key, missing))
+    if error.validator == "type":
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        # The value itself is not shown: it may have come from the environment.
+        message = f"expected {' or '.join(wanted)}, got {type(error.instance).__name__}"
+    elif error.validator == "enum":
+        message = f"expected one of {', '.join(map(str, error.validator_value))}"
+    else:
+        message = error.message
+    raise ConfigError(message, file=label, key=key or None)
+
+
+def _resolve(
+    raw: dict[str, Any],
+    *,
+    base: Path,
+    path: Path | None,
+    env: Mapping[str, str],
+    label: str,
+    found_secrets: set[str],
+) -> Settings:
+    def number(key: str, value: Any, kind: type = int, minimum: int = 0) -> Any:
+        try:
+            result = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"expected a whole number, got {value!r}", file=label, key=key) from None
+        if result < minimum:
+            raise ConfigError(f"must be at least {minimum}", file=label, key=key)
+        return result
+
+    def duration(key: str, value: Any) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=label, key=key) from None
+
+    def directory(value: str) -> Path:
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else base / candidate
+
+    outbound_raw = raw.get("outbound") or {}
+    delivery_raw = raw.get("delivery") or {}
+    loop_raw = raw.get("loop_guard") or {}
+    smtp_raw = raw.get("smtp")
+    defaults = Delivery()
+    guard_defaults = LoopGuard()
+    out_defaults = Outbound()
+    return Settings(
+        config_file=path,
+        rules_dir=directory(raw.get("rules_dir") or "rules"),
+        data_dir=directory(raw.get("data_dir") or "var"),
+        redis_url=(raw.get("redis_url") or env.get("REDIS_URL") or None),
+        admin_token=raw.get("admin_token") or None,
+        applications=_applications(raw.get("applications") or [], env, label, found_secrets),
+        host=raw.get("host") or "127.0.0.1",
+        port=number("port", raw.get("port", 8080), minimum=1),
+        workers=number("workers", raw.get("workers", 2), minimum=0),
+        web_workers=number("web_workers", raw.get("web_workers", 2), minimum=1),
+        log_format=raw.get("log_format", "text"),
+        retention=duration("retention", raw.get("retention", "7d")),
+        outbound=Outbound(
+            allow_hosts=tuple(h.lower() for h in outbound_raw.get("allow_hosts", out_defaults.allow_hosts)),
+            timeout=duration("outbound.timeout", outbound_raw.get("timeout", out_defaults.timeout)),
+        ),
+        smtp=None
+        if smtp_raw is None
+        else Smtp(
+            host=smtp_raw.get("host", "localhost"),
+            port=number("smtp.port", smtp_raw.get("port", 587), minimum=1),
+            username=smtp_raw.get("username"),
+            password=smtp_raw.get("password"),
+            sender=smtp_raw.get("from"),
+            starttls=smtp_raw.get("starttls", True),
+        ),
+        delivery=Delivery(
+            max_attempts=number(
+                "delivery.max_attempts", delivery_raw.get("max_attempts", defaults.max_attempts), minimum=1
+            ),
+            backoff=duration("delivery.backoff", delivery_raw.get("backoff", defaults.backoff)),
+            max_backoff=duration("delivery.max_backoff", delivery_raw.get("max_backoff", defaults.max_backoff)),
+        ),
+        loop_guard=LoopGuard(
+            limit=number("loop_guard.limit", loop_raw.get("limit", guard_defaults.limit), minimum=1),
+            per=duration("loop_guard.per", loop_raw.get("per", guard_defaults.per)),
+            hold=duration("loop_guard.hold", loop_raw.get("hold", guard_defaults.hold)),
+        ),
+        secrets=frozenset(found_secrets),
+    )
+
+
+def _applications(
+    items: list[dict[str, Any]], env: Mapping[str, str], label: str, found_secrets: set[str]
+) -> tuple[Application, ...]:
+    apps: list[Application] = []
+    seen_ids: set[str] = set()
+    seen_tokens: set[str] = set()
+    for index, item in enumerate(items):
+        key = f"applications[{index}]"
+        if item["id"] in seen_ids:
+            raise ConfigError(f"application id {item['id']!r} is listed twice", file=label, key=f"{key}.id")
+        if len(item["webhook_token"]) < 16:
+            raise ConfigError(
+                "webhook_token must be at least 16 characters (use `python -c "
+                '"import secrets; print(secrets.token_urlsafe(24))"`)',
+                file=label,
+                key=f"{key}.webhook_token",
+            )
+        if item["webhook_token"] in seen_tokens:
+            raise ConfigError("two applications share one webhook_token", file=label, key=f"{key}.webhook_token")
+        seen_ids.add(item["id"])
+        seen_tokens.add(item["webhook_token"])
+        found_secrets.update(v for v in (item.get("webhook_token"), item.get("access_token")) if v)
+        apps.append(
+            Application(
+                id=item["id"],
+                name=item.get("name") or item["id"],
+                webhook_token=item["webhook_token"],
+                hana_update_url=item.get("hana_update_url") or None,
+                access_token=item.get("access_token") or None,
+            )
+        )
+    if not apps:
+        # The default application: its webhook token is generated by `with_generated_tokens`.
+        access = env.get("HANA_ACCESS_TOKEN") or None
+        if access:
+            found_secrets.add(access)
+        apps.append(
+            Application(
+                id=None,
+                name=DEFAULT_APPLICATION_NAME,
+                webhook_token="",
+                hana_update_url=env.get("HANA_UPDATE_URL") or None,
+                access_token=access,
+            )
+        )
+    return tuple(apps)
+
+
+def with_generated_tokens(settings: Settings) -> Settings:
+    """Fill the admin token and the default application's webhook token.
+
+    They are generated once and kept in `data_dir/secrets.json` (mode 0600) so a
+    restart keeps the URLs pasted into Hana valid.
+    """
+    need_admin = not settings.admin_token
+    need_webhook = settings.uses_default_application and not settings.applications[0].webhook_token
+    if not (need_admin or need_webhook):
+        return settings
+    stored = _read_or_create_secrets(settings.data_dir)
+    admin = settings.admin_token or stored["admin_token"]
+    apps = settings.applications
+    if need_webhook:
+        apps = (replace(apps[0], webhook_token=stored["webhook_token"]),)
+    generated = {admin, *(a.webhook_token for a in apps)}
+    return replace(settings, admin_token=admin, applications=apps, secrets=settings.secrets | generated)
+
+
+def _read_or_create_secrets(data_dir: Path) -> dict[str, str]:
+    path = data_dir / SECRETS_FILE_NAME
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(stored, dict) and {"admin_token", "webhook_token"} <= stored.keys():
+            return stored
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read generated tokens ({exc}); delete the file to regenerate", file=str(path)
+        ) from exc
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stored = {"admin_token": token_source.token_urlsafe(32), "webhook_token": token_source.token_urlsafe(24)}
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(stored, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    # Two processes starting at once must agree on one set of tokens: the first link wins.
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        os.unlink(temporary)
+        return json.loads(path.read_text(encoding="utf-8"))
+    os.unlink(temporary)
+    return stored

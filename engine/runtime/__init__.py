@@ -1,0 +1,1 @@
+"""The I/O side: Redis, RQ, the journal and the processes that run them."""

@@ -1,0 +1,35 @@
+-- Store one received event and enqueue its job, atomically, in one round trip.
+-- KEYS: 1 event hash, 2 last-event key of its entity (dedup), 3 events index,
+--       4 RQ job hash, 5 RQ queue list, 6 RQ set of queues
+-- ARGV: 1 event id, 2 "type|fingerprint" ('' = no dedup), 3 dedup window seconds,
+--       4 retention seconds, 5 received score (ms), 6 job id ('' = no job),
+--       7 event key prefix, 8 number of event fields n,
+--       then n field/value pairs of the event, then the job's field/value pairs
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- a journal entry fed twice, or a crash between this script and the journal's delete
+  return {'exists', ARGV[1]}
+end
+local signature = ARGV[2]
+if signature ~= '' then
+  local previous = redis.call('GET', KEYS[2])
+  if previous then
+    local cut = string.find(previous, '#', 1, true)
+    if cut and string.sub(previous, 1, cut - 1) == signature then
+      local first = string.sub(previous, cut + 1)
+      redis.call('HINCRBY', ARGV[7] .. first, 'duplicates', 1)
+      return {'duplicate', first}
+    end
+  end
+  redis.call('SET', KEYS[2], signature .. '#' .. ARGV[1], 'EX', tonumber(ARGV[3]))
+end
+local n = tonumber(ARGV[8])
+local last_event_arg = 8 + 2 * n
+redis.call('HSET', KEYS[1], unpack(ARGV, 9, last_event_arg))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[1])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[4], unpack(ARGV, last_event_arg + 1, #ARGV))
+  redis.call('RPUSH', KEYS[5], ARGV[6])
+  redis.call('SADD', KEYS[6], KEYS[5])
+end
+return {'accepted', ARGV[1]}

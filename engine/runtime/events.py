@@ -1,0 +1,196 @@
+"""Events in Redis: the raw body as received, its status, its context and warnings.
+
+One hash per event (`hr:event:<id>`), expiring after `retention`, and one
+sorted set indexing them by arrival for the admin views.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+import redis
+
+from engine.runtime.queues import EVENTS_QUEUE, JobTemplate, event_job_id
+
+EVENT_KEY_PREFIX = "hr:event:"
+EVENTS_INDEX = "hr:events"
+LAST_EVENT_PREFIX = "hr:last:"
+#: SPEC §4: Hana's retries come within this window.
+DUPLICATE_WINDOW_SECONDS = 600
+
+
+class EventStatus(StrEnum):
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
+    EXISTS = "exists"  # fed twice from the journal: already stored, nothing done
+
+
+def new_event_id() -> str:
+    """Sortable by arrival (milliseconds first), unique by 48 random bits."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
+def event_key(event_id: str) -> str:
+    return f"{EVENT_KEY_PREFIX}{event_id}"
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """An event as the receiver accepted it, before any processing."""
+
+    id: str
+    type: str
+    received_at: str
+    received_ms: int
+    body: bytes
+    application_id: str | None
+    entity_id: str | None
+    fingerprint: str | None  # None: not subject to duplicate detection
+    quarantine_reason: str | None = None
+
+    @property
+    def status(self) -> EventStatus:
+        return EventStatus.QUARANTINED if self.quarantine_reason else EventStatus.RECEIVED
+
+    def dedup_key(self) -> str:
+        entity = self.type.split(".", 1)[0]
+        return f"{LAST_EVENT_PREFIX}{self.application_id or '-'}:{entity}:{self.entity_id or '-'}"
+
+    def fields(self) -> dict[str, str | bytes]:
+        stored: dict[str, str | bytes] = {
+            "id": self.id,
+            "type": self.type,
+            "received_at": self.received_at,
+            "status": self.status.value,
+            "body": self.body,
+        }
+        if self.application_id:
+            stored["application_id"] = self.application_id
+        if self.entity_id:
+            stored["entity_id"] = self.entity_id
+        if self.quarantine_reason:
+            stored["reason"] = self.quarantine_reason
+        return stored
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: str
+    type: str
+    received_at: str
+    status: EventStatus
+    body: bytes
+    application_id: str | None
+    entity_id: str | None
+    reason: str | None
+    runs: int
+    duplicates: int
+    context: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+class EventStore:
+    """Reads and writes events; the only place that knows their Redis layout."""
+
+    _accept_source = resources.files("engine.runtime").joinpath("accept.lua").read_text(encoding="utf-8")
+
+    def __init__(self, connection: redis.Redis, *, retention: float) -> None:
+        self.connection = connection
+        self.retention = max(int(retention), 1)
+        self._accept = connection.register_script(self._accept_source)
+        self._template: JobTemplate | None = None
+
+    def accept(self, event: ReceivedEvent) -> tuple[Outcome, str]:
+        """Store `event` and enqueue its processing; (outcome, id of the event that counts)."""
+        if self._template is None:
+            self._template = JobTemplate.for_events(self.connection)
+        template = self._template
+        fields = event.fields()
+        enqueue = event.quarantine_reason is None
+        job_id = event_job_id(event.id) if enqueue else ""
+        arguments: list[Any] = [
+            event.id,
+            f"{event.type}|{event.fingerprint}" if event.fingerprint else "",
+            DUPLICATE_WINDOW_SECONDS,
+            self.retention,
+            event.received_ms,
+            job_id,
+            EVENT_KEY_PREFIX,
+            len(fields),
+        ]
+        for key, value in fields.items():
+            arguments += [key, value]
+        if enqueue:
+            arguments += template.job_fields(event.id)
+        keys = [
+            event_key(event.id),
+            event.dedup_key(),
+            EVENTS_INDEX,
+            f"{template.job_key_prefix}{job_id}",
+            template.queue_key,
+            template.queues_key,
+        ]
+        outcome, event_id = self._accept(keys=keys, args=arguments)
+        outcome = Outcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        event_id = event_id.decode() if isinstance(event_id, bytes) else event_id
+        if outcome is Outcome.ACCEPTED and event.quarantine_reason:
+            outcome = Outcome.QUARANTINED
+        return outcome, event_id
+
+    def load(self, event_id: str) -> StoredEvent | None:
+        raw = self.connection.hgetall(event_key(event_id))
+        if not raw:
+            return None
+        text = {k.decode(): v for k, v in raw.items()}
+
+        def string(name: str) -> str | None:
+            value = text.get(name)
+            return value.decode() if value is not None else None
+
+        context = string("context")
+        warnings = string("warnings")
+        return StoredEvent(
+            id=string("id") or event_id,
+            type=string("type") or "",
+            received_at=string("received_at") or "",
+            status=EventStatus(string("status") or EventStatus.RECEIVED),
+            body=text.get("body", b""),
+            application_id=string("application_id"),
+            entity_id=string("entity_id"),
+            reason=string("reason"),
+            runs=int(string("runs") or 0),
+            duplicates=int(string("duplicates") or 0),
+            context=json.loads(context) if context else None,
+            warnings=tuple(json.loads(warnings)) if warnings else (),
+        )
+
+    def start_processing(self, event_id: str) -> int:
+        """Mark the event as being processed; returns how many times processing started."""
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.hset(event_key(event_id), "status", EventStatus.PROCESSING.value)
+            pipe.hincrby(event_key(event_id), "runs", 1)
+            return int(pipe.execute()[1])
+
+    def finish(self, event_id: str, *, status: EventStatus, **documents: Any) -> None:
+        mapping: dict[str, str] = {"status": status.value}
+        for name, value in documents.items():
+            mapping[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        self.connection.hset(event_key(event_id), mapping=mapping)
+
+    def queued(self) -> int:
+        return int(self.connection.llen(f"rq:queue:{EVENTS_QUEUE}"))

@@ -1,0 +1,154 @@
+"""What the receiver does with one POST, free of Flask: authenticate, judge, store.
+
+The answer must come back in milliseconds and must be 200 for anything Hana
+could send with a valid token: a non-2xx answer counts toward Hana switching
+the event off. So a bad body is quarantined (kept, shown to admins), and an
+unreachable Redis sends the event to the local journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from engine.config import Application, Settings
+from engine.hana import application_id_of, entity_id_of, entity_of, now_iso
+from engine.runtime.events import EventStore, Outcome, ReceivedEvent, new_event_id
+from engine.runtime.journal import Journal
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+#: Hana's bodies are four levels deep; anything past this is not an event.
+MAX_DEPTH = 32
+
+
+class JournalUnavailable(Exception):
+    """Neither Redis nor the journal could keep the event: the only case for a 503."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    outcome: Outcome
+    event_id: str
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        answer = {"status": self.outcome.value, "event_id": self.event_id}
+        if self.reason:
+            answer["reason"] = self.reason
+        return answer
+
+
+class Intake:
+    def __init__(self, settings: Settings, store: EventStore, journal: Journal) -> None:
+        self.settings = settings
+        self.store = store
+        self.journal = journal
+        self._tokens = tuple((app.webhook_token.encode(), app) for app in settings.applications)
+
+    def authenticate(self, token: str | None) -> Application | None:
+        """The application owning `token`, compared in constant time against every token."""
+        if not token:
+            return None
+        offered = token.encode()
+        found = None
+        for expected, app in self._tokens:
+            if hmac.compare_digest(offered, expected):
+                found = app
+        return found
+
+    def receive(self, event_type: str, body: bytes, application: Application) -> Receipt:
+        event = self.judge(event_type, body, application)
+        return self.keep(event)
+
+    def judge(self, event_type: str, body: bytes, application: Application) -> ReceivedEvent:
+        """Parse and classify; never raises for any body."""
+        received_ms = time.time_ns() // 1_000_000
+        common: dict[str, Any] = {
+            "id": new_event_id(),
+            "type": event_type,
+            "received_at": now_iso(),
+            "received_ms": received_ms,
+            "body": body,
+        }
+        parsed, reason = _parse(body)
+        if reason is not None:
+            return ReceivedEvent(**common, application_id=application.id, entity_id=None,
+                                 fingerprint=None, quarantine_reason=reason)  # fmt: skip
+        body_application = application_id_of(parsed)
+        if application.id is not None and body_application not in (None, application.id):
+            return ReceivedEvent(
+                **common, application_id=application.id, entity_id=None, fingerprint=None,
+                quarantine_reason=(
+                    f"the body names application {body_application!r}, but the token belongs to "
+                    f"{application.name!r}; a token never lets one application act as another"
+                ),
+            )  # fmt: skip
+        canonical = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return ReceivedEvent(
+            **common,
+            application_id=application.id or body_application,
+            entity_id=entity_id_of(parsed, entity_of(event_type)),
+            fingerprint=hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest(),
+        )
+
+    def keep(self, event: ReceivedEvent) -> Receipt:
+        """Redis if it answers, else the fsynced journal; 503 only when both fail."""
+        if not self.journal.has_pending():
+            try:
+                outcome, event_id = self.store.accept(event)
+                return Receipt(outcome, event_id, event.quarantine_reason)
+            except redis.RedisError as exc:
+                log.warning("event %s: Redis unavailable (%s); writing to the journal", event.id, exc)
+        try:
+            self.journal.append(event)
+        except Exception as exc:
+            log.error("event %s: the journal cannot be written either: %s", event.id, exc)
+            raise JournalUnavailable(str(exc)) from exc
+        outcome = Outcome.QUARANTINED if event.quarantine_reason else Outcome.ACCEPTED
+        return Receipt(outcome, event.id, event.quarantine_reason)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse(body: bytes) -> tuple[Any, str | None]:
+    """(parsed object, None) or (None, a sentence saying why the body is quarantined)."""
+    if not body.strip():
+        return None, "the body is empty; Hana sends a JSON object"
+    try:
+        parsed = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        return None, f"the body is nested more than {MAX_DEPTH} levels deep"
+    except ValueError as exc:  # includes UnicodeDecodeError
+        return None, f"the body is not valid JSON ({exc})"
+    if not isinstance(parsed, dict):
+        kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(parsed), "null")
+        return None, f"the body is a JSON {kind}, not an object"
+    # Counting openers is C-fast; only a body with many of them needs the real walk.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(parsed) > MAX_DEPTH:
+        return None, f"the body is nested more than {MAX_DEPTH} levels deep"
+    return parsed, None
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DEPTH:
+                return deepest
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest

@@ -1,0 +1,186 @@
+"""`hana-rules serve`: embedded Redis, the web server and the workers as one unit.
+
+Children run in their own process groups and are told by the kernel to stop
+when this process dies, so neither Ctrl-C nor a kill -9 of `serve` leaves an
+orphan. SIGTERM/SIGINT stop the web server first (no new events), then the
+workers (each finishes its job), then Redis (which fsyncs its append-only file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from engine.config import Settings
+from engine.errors import HanaRulesError
+from engine.hana import EVENT_TYPES
+from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
+
+log = logging.getLogger(__name__)
+RUNTIME_FILE = "runtime.json"
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: S603
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, host: str, port: int, workers: int, out: Callable[[str], None]):
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self.out = out
+        self.redis: EmbeddedRedis | None = None
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+
+    def _command(self, *arguments: str) -> list[str]:
+        command = [sys.executable, "-m", "engine.cli", *arguments]
+        if self.settings.config_file:
+            command += ["--config", str(self.settings.config_file)]
+        return command
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: reloading rules arrives with the rule engine"))
+        try:
+            redis_url = self.settings.redis_url
+            if not redis_url:
+                self.redis = EmbeddedRedis(self.settings.data_dir / "redis").start()
+                redis_url = self.redis.url
+            env = {**os.environ, "REDIS_URL": redis_url}
+            if self.settings.config_file:
+                env["HANA_RULES_CONFIG"] = str(self.settings.config_file)
+            web = Child("web", self._command("web", "--host", self.host, "--port", str(self.port)))
+            web.start(env)
+            self.children.append(web)
+            for index in range(self.workers):
+                worker = Child(f"worker-{index + 1}", self._command("worker"))
+                worker.start(env)
+                self.children.append(worker)
+            url = f"http://{self.host}:{self.port}"
+            self._wait_until_up(url, web)
+            self._write_runtime(url, redis_url)
+            self._announce(url)
+            return self._watch(env)
+        finally:
+            self._shutdown()
+
+    def _wait_until_up(self, url: str, web: Child, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if not web.running:
+                raise HanaRulesError(f"the web server exited at start; is port {self.port} free?")
+            try:
+                if requests.get(f"{url}/healthz", timeout=0.5).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        if not self.stopping.is_set():
+            raise HanaRulesError(f"the web server did not answer on {url} within {timeout:.0f}s")
+
+    def _write_runtime(self, url: str, redis_url: str) -> None:
+        """Where CLI commands and tests find the running server; holds no token."""
+        path = self.settings.data_dir / RUNTIME_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pids = {child.name: child.process.pid for child in self.children if child.process}
+        if self.redis and self.redis.process:
+            pids["redis"] = self.redis.process.pid
+        path.write_text(json.dumps({"url": url, "redis_url": redis_url, "pid": os.getpid(), "children": pids}))
+
+    def _announce(self, url: str) -> None:
+        lines = ["", "hana-rules is running.", "", "Paste these URLs into Hana, one per event setting:"]
+        for app in self.settings.applications:
+            scope = "accepts any application id" if app.id is None else f"application {app.id}"
+            lines.append(f"  {app.name} ({scope})")
+            for event_type in EVENT_TYPES:
+                lines.append(f"    {event_type:<20} {url}/hooks/{event_type}?token={app.webhook_token}")
+        lines += [
+            "",
+            f"Admin token: {self.settings.admin_token}",
+            f"Workers: {self.workers}; Redis: {self._redis_description()}",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        self.out("\n".join(lines))
+
+    def _redis_description(self) -> str:
+        return f"embedded, data in {self.redis.directory}" if self.redis else "external"
+
+    def _watch(self, env: dict[str, str]) -> int:
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if child.running:
+                    continue
+                code = child.process.returncode if child.process else None
+                if child.name == "web":
+                    log.error("the web server exited (code %s); stopping", code)
+                    return 1
+                child.restarts += 1
+                log.warning("%s exited (code %s); restarting it (restart %d)", child.name, code, child.restarts)
+                time.sleep(min(child.restarts, 5))
+                child.start(env)
+            if self.redis and self.redis.process and self.redis.process.poll() is not None:
+                log.error("the embedded Redis exited; stopping")
+                return 1
+        return 0
+
+    def _shutdown(self) -> None:
+        web = [c for c in self.children if c.name == "web"]
+        workers = [c for c in self.children if c.name != "web"]
+        for group in (web, workers):
+            for child in group:
+                child.terminate()
+            for child in group:
+                child.wait(15.0)
+        if self.redis:
+            self.redis.stop()
+        runtime = self.settings.data_dir / RUNTIME_FILE
+        runtime.unlink(missing_ok=True)
+
+
+def read_runtime(data_dir: Path) -> dict[str, object] | None:
+    try:
+        return json.loads((data_dir / RUNTIME_FILE).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,1 @@
+"""The HTTP layer: thin Flask views that parse, authenticate and call one function."""

@@ -1,0 +1,50 @@
+"""The Flask application factory, shared by `hana-rules web`, `serve` and the tests."""
+
+from __future__ import annotations
+
+import atexit
+
+import redis
+from flask import Flask
+
+from engine.config import Settings, load_settings, with_generated_tokens
+from engine.errors import ConfigError
+from engine.runtime.connection import receiver_client
+from engine.runtime.events import EventStore
+from engine.runtime.intake import MAX_BODY_BYTES, Intake
+from engine.runtime.journal import Journal, JournalDrainer
+from engine.web import errors, health, hooks
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    connection: redis.Redis | None = None,
+    drain_journal: bool = True,
+) -> Flask:
+    """Build the app; call it once per process (after a fork), never before."""
+    settings = with_generated_tokens(settings or load_settings())
+    if connection is None:
+        if not settings.redis_url:
+            raise ConfigError("no redis_url: `hana-rules web` needs REDIS_URL (or use `hana-rules serve`)")
+        connection = receiver_client(settings.redis_url)
+    store = EventStore(connection, retention=settings.retention)
+    journal = Journal(settings.data_dir)
+
+    app = Flask("hana_rules")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["hana_rules.settings"] = settings
+    app.extensions["hana_rules.redis"] = connection
+    app.extensions["hana_rules.journal"] = journal
+    app.extensions["hana_rules.intake"] = Intake(settings, store, journal)
+    app.register_blueprint(hooks.blueprint)
+    app.register_blueprint(health.blueprint)
+    errors.install(app)
+
+    if drain_journal:
+        drainer = JournalDrainer(journal, store.accept)
+        drainer.start()
+        app.extensions["hana_rules.drainer"] = drainer
+        atexit.register(drainer.stop)
+    return app

@@ -1,0 +1,28 @@
+"""Liveness and readiness for process supervisors and load balancers."""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, Response, current_app, jsonify
+
+from engine.web.errors import error
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz() -> Response | tuple[Response, int]:
+    connection: redis.Redis = current_app.extensions["hana_rules.redis"]
+    journal = current_app.extensions["hana_rules.journal"]
+    try:
+        connection.ping()
+    except redis.RedisError:
+        return error(
+            503, "Redis is unreachable; events are kept in the local journal meanwhile", journal_depth=journal.depth()
+        )
+    return jsonify({"status": "ready", "redis": "ok", "journal_depth": journal.depth()})

@@ -1,0 +1,35 @@
+"""`POST /hooks/<event_type>`: the receiver Hana calls. SPEC §4 is its contract."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from engine.hana import EVENT_TYPES, canonical_event_type
+from engine.runtime.intake import MAX_BODY_BYTES, Intake, JournalUnavailable
+from engine.web.errors import error
+
+blueprint = Blueprint("hooks", __name__)
+
+
+@blueprint.post("/hooks/<event_type>")
+def receive(event_type: str) -> tuple[Response, int]:
+    intake: Intake = current_app.extensions["hana_rules.intake"]
+    token = request.headers.get("X-Webhook-Token") or request.args.get("token")
+    application = intake.authenticate(token)
+    if application is None:
+        return error(401, "missing or wrong webhook token; use the URL printed by `hana-rules serve`")
+    canonical = canonical_event_type(event_type)
+    if canonical is None:
+        return error(
+            404,
+            f"unknown event type {event_type[:64]!r}",
+            valid=list(EVENT_TYPES) + [t.replace("opportunity", "ticket") for t in EVENT_TYPES[3:]],
+        )
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return error(413, "the body is larger than 1 MiB")
+    body = request.get_data(cache=False)  # raises 413 past the limit when no length was given
+    try:
+        receipt = intake.receive(canonical, body, application)
+    except JournalUnavailable:
+        return error(503, "the event could not be stored (Redis and the local journal both failed); retry")
+    return jsonify(receipt.as_json()), 200

@@ -1,0 +1,52 @@
+"""`hana-rules web`: the Flask app under gunicorn, the production WSGI server.
+
+The access log never contains the query string, which is where Hana puts the
+webhook token (`%(U)s` is the path alone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from engine.config import Settings
+
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
+def server_options(settings: Settings, *, host: str, port: int) -> dict[str, Any]:
+    """One place for the server settings, so benchmarks run baselines under the same ones."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": settings.web_workers,
+        "worker_class": "gthread",
+        "threads": 4,
+        "keepalive": 5,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "hana-rules-web",
+        # gunicorn ≥ 24 opens a control socket under ~/.gunicorn; we need none and write nothing outside data_dir.
+        "control_socket_disable": True,
+    }
+
+
+class WebServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, *, host: str, port: int, options: dict[str, Any] | None = None):
+        self.settings = settings
+        self.options = {**server_options(settings, host=host, port=port), **(options or {})}
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        # Runs in each worker after the fork: every process gets its own Redis pool and drainer.
+        from engine.web.app import create_app
+
+        return create_app(self.settings)
