@@ -39,7 +39,10 @@ class Child:
     restarts: int = 0
 
     def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: S603
+        # Children log to our stderr: our stdout carries only what the user must read (URLs, token).
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.command, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, preexec_fn=_die_with_parent
+        )
 
     @property
     def running(self) -> bool:

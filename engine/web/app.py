@@ -32,7 +32,7 @@ def create_app(
     journal = Journal(settings.data_dir)
 
     app = Flask("hana_rules")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1  # see hooks.receive
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hana_rules.settings"] = settings
     app.extensions["hana_rules.redis"] = connection

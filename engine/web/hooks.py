@@ -27,7 +27,11 @@ def receive(event_type: str) -> tuple[Response, int]:
         )
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return error(413, "the body is larger than 1 MiB")
-    body = request.get_data(cache=False)  # raises 413 past the limit when no length was given
+    # A chunked body has no length up front. Werkzeug stops such a stream at MAX_CONTENT_LENGTH
+    # (one byte past our limit) without an error, so reading that extra byte is how we tell.
+    body = request.get_data(cache=False)
+    if len(body) > MAX_BODY_BYTES:
+        return error(413, "the body is larger than 1 MiB")
     try:
         receipt = intake.receive(canonical, body, application)
     except JournalUnavailable:

@@ -1,0 +1,49 @@
+"""Small helpers shared by the tests: polling with a deadline, a threaded live server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from werkzeug.serving import make_server
+
+DATA = Path(__file__).parent / "data"
+T = TypeVar("T")
+
+
+def sample_bytes(name: str = "lead.created.json") -> bytes:
+    return (DATA / "events" / name).read_bytes()
+
+
+def sample(name: str = "lead.created.json") -> dict[str, Any]:
+    return json.loads(sample_bytes(name))
+
+
+def wait_for(check: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+@contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """Serve a WSGI app on a free 127.0.0.1 port in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)

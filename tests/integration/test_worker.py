@@ -1,0 +1,81 @@
+"""process_event through real RQ SimpleWorkers: receiver → Redis → worker is one real path."""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+
+import redis
+from rq.registry import StartedJobRegistry
+
+from engine.config import Settings
+from engine.runtime.events import EventStatus, EventStore
+from engine.runtime.intake import Intake
+from engine.runtime.journal import Journal
+from engine.runtime.queues import JOB_TIMEOUT, event_job_id, queue
+from engine.runtime.worker import MAINTENANCE_INTERVAL, WORKER_TTL, build_worker
+from tests.helpers import sample_bytes
+
+
+def accept(settings: Settings, client: redis.Redis, body: bytes, event_type: str = "lead.created") -> str:
+    intake = Intake(settings, EventStore(client, retention=60), Journal(settings.data_dir))
+    receipt = intake.receive(event_type, body, settings.applications[0])
+    return receipt.event_id
+
+
+def test_worker_records_the_normalized_context_on_the_event(settings: Settings, redis_client: redis.Redis) -> None:
+    event_id = accept(settings, redis_client, sample_bytes())
+    build_worker(settings, redis_client).work(burst=True)
+    event = EventStore(redis_client, retention=60).load(event_id)
+    assert event.status is EventStatus.DONE
+    assert event.context["lead"]["baseName"] == "Toan Truyen"
+    assert event.context["application"] == {"id": "dbd9a5f7-b3c4-45bb-a8eb-2b8e10bff8c2", "name": "Shop A"}
+    assert event.context["event"]["type"] == "lead.created"
+    assert event.warnings == ()
+
+
+def test_warnings_of_a_surprising_body_are_kept_on_the_event(settings: Settings, redis_client: redis.Redis) -> None:
+    event_id = accept(settings, redis_client, b'{"lead": {"id": "L1", "cf_number_x": "many"}}', "lead.updated")
+    build_worker(settings, redis_client).work(burst=True)
+    event = EventStore(redis_client, retention=60).load(event_id)
+    assert event.status is EventStatus.DONE
+    assert any("application.id is missing" in w for w in event.warnings)
+    assert any("cf_number_x should be a number" in w for w in event.warnings)
+
+
+def test_jobs_are_json_and_carry_only_the_event_id(settings: Settings, redis_client: redis.Redis) -> None:
+    event_id = accept(settings, redis_client, sample_bytes())
+    data = redis_client.hget(f"rq:job:{event_job_id(event_id)}", "data")
+    function, instance, args, kwargs = json.loads(zlib.decompress(data))  # JSON, not pickle
+    assert function == "engine.runtime.jobs.process_event"
+    assert (instance, args, kwargs) == (None, [event_id], {})
+
+
+def test_processing_an_event_twice_is_a_no_op(settings: Settings, redis_client: redis.Redis) -> None:
+    event_id = accept(settings, redis_client, sample_bytes())
+    build_worker(settings, redis_client).work(burst=True)
+    queue(redis_client).enqueue("engine.runtime.jobs.process_event", event_id)  # e.g. an admin's mistake
+    build_worker(settings, redis_client).work(burst=True)
+    assert EventStore(redis_client, retention=60).load(event_id).runs == 1
+
+
+def test_the_job_of_a_dead_worker_is_taken_up_by_another(settings: Settings, redis_client: redis.Redis) -> None:
+    event_id = accept(settings, redis_client, sample_bytes())
+    doomed = build_worker(settings, redis_client)
+    job, job_queue = doomed.dequeue_job_and_maintain_ttl(timeout=1)
+    doomed.prepare_execution(job)  # what SimpleWorker.execute_job does before running the function …
+    doomed.prepare_job_execution(job)  # … and the worker dies here, without finishing it
+    registry = StartedJobRegistry(queue=job_queue)
+    assert registry.count == 1
+
+    # What a surviving worker's maintenance does once the dead worker's heartbeat has expired:
+    heartbeat_expiry = JOB_TIMEOUT + 60
+    registry.cleanup(timestamp=time.time() + heartbeat_expiry + 1)
+    build_worker(settings, redis_client).work(burst=True)
+
+    event = EventStore(redis_client, retention=60).load(event_id)
+    assert event.status is EventStatus.DONE and event.runs == 1
+    # The promise of SPEC §6: the heartbeat expires, then maintenance runs within its interval.
+    assert heartbeat_expiry + MAINTENANCE_INTERVAL <= 120
+    assert WORKER_TTL - 15 <= MAINTENANCE_INTERVAL  # an idle worker wakes up often enough to do it

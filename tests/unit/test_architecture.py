@@ -1,0 +1,43 @@
+"""Imports point one way (cli → web → runtime → actions → rules); the rule core stays pure."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ENGINE = Path(__file__).resolve().parents[2] / "engine"
+FORBIDDEN = {
+    "rules": {"flask", "redis", "rq", "requests", "gunicorn", "engine.runtime", "engine.web", "engine.actions",
+              "engine.cli"},
+    "actions": {"flask", "engine.web", "engine.cli"},
+    "runtime": {"flask", "engine.web", "engine.cli"},
+    "web": {"engine.cli", "click"},
+}  # fmt: skip
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_point_one_way(layer: str) -> None:
+    offenders = []
+    for path in sorted((ENGINE / layer).rglob("*.py")):
+        for name in imports_of(path):
+            if any(name == banned or name.startswith(banned + ".") for banned in FORBIDDEN[layer]):
+                offenders.append(f"{path.relative_to(ENGINE)} imports {name}")
+    assert offenders == []
+
+
+def test_pure_modules_shared_by_every_layer_do_no_io() -> None:
+    for module in ("hana.py", "durations.py", "envsubst.py", "errors.py"):
+        banned = {"flask", "redis", "rq", "requests"}
+        assert not {n.split(".")[0] for n in imports_of(ENGINE / module)} & banned, module
