@@ -1,11 +1,11 @@
 -- Store one received event and enqueue its job, atomically, in one round trip.
--- KEYS: 1 event hash, 2 last-event key of its entity (dedup), 3 events index,
---       4 RQ job hash, 5 RQ queue list, 6 RQ set of queues
+-- Each redis.call costs ~5 µs inside Lua on Redis 6.2, so this script does only what must be atomic.
+-- KEYS: 1 event hash, 2 last-event key of its entity (dedup), 3 events index, 4 RQ job hash, 5 RQ queue
 -- ARGV: 1 event id, 2 "type|fingerprint" ('' = no dedup), 3 dedup window seconds,
 --       4 retention seconds, 5 received score (ms), 6 job id ('' = no job),
---       7 event key prefix, 8 number of event fields n,
---       then n field/value pairs of the event, then the job's field/value pairs
-if redis.call('EXISTS', KEYS[1]) == 1 then
+--       7 event key prefix, 8 '1' when fed from the journal (may already be stored),
+--       9 number of event fields n, then n field/value pairs of the event, then the job's pairs
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   -- a journal entry fed twice, or a crash between this script and the journal's delete
   return {'exists', ARGV[1]}
 end
@@ -22,14 +22,12 @@ if signature ~= '' then
   end
   redis.call('SET', KEYS[2], signature .. '#' .. ARGV[1], 'EX', tonumber(ARGV[3]))
 end
-local n = tonumber(ARGV[8])
-local last_event_arg = 8 + 2 * n
-redis.call('HSET', KEYS[1], unpack(ARGV, 9, last_event_arg))
+local last_event_arg = 9 + 2 * tonumber(ARGV[9])
+redis.call('HSET', KEYS[1], unpack(ARGV, 10, last_event_arg))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[1])
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[4], unpack(ARGV, last_event_arg + 1, #ARGV))
   redis.call('RPUSH', KEYS[5], ARGV[6])
-  redis.call('SADD', KEYS[6], KEYS[5])
 end
 return {'accepted', ARGV[1]}

@@ -73,7 +73,6 @@ class ReceivedEvent:
 
     def fields(self) -> dict[str, str | bytes]:
         stored: dict[str, str | bytes] = {
-            "id": self.id,
             "type": self.type,
             "received_at": self.received_at,
             "status": self.status.value,
@@ -115,10 +114,15 @@ class EventStore:
         self._accept = connection.register_script(self._accept_source)
         self._template: JobTemplate | None = None
 
-    def accept(self, event: ReceivedEvent) -> tuple[Outcome, str]:
-        """Store `event` and enqueue its processing; (outcome, id of the event that counts)."""
+    def accept(self, event: ReceivedEvent, *, from_journal: bool = False) -> tuple[Outcome, str]:
+        """Store `event` and enqueue its processing; (outcome, id of the event that counts).
+
+        `from_journal`: the event may already be stored (fed twice); then nothing is done.
+        """
         if self._template is None:
             self._template = JobTemplate.for_events(self.connection)
+            # RQ lists its queues in a set, for `rq info` and dashboards: once per process is enough.
+            self.connection.sadd(self._template.queues_key, self._template.queue_key)
         template = self._template
         fields = event.fields()
         enqueue = event.quarantine_reason is None
@@ -131,6 +135,7 @@ class EventStore:
             event.received_ms,
             job_id,
             EVENT_KEY_PREFIX,
+            "1" if from_journal else "0",
             len(fields),
         ]
         for key, value in fields.items():
@@ -143,7 +148,6 @@ class EventStore:
             EVENTS_INDEX,
             f"{template.job_key_prefix}{job_id}",
             template.queue_key,
-            template.queues_key,
         ]
         outcome, event_id = self._accept(keys=keys, args=arguments)
         outcome = Outcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
@@ -151,6 +155,10 @@ class EventStore:
         if outcome is Outcome.ACCEPTED and event.quarantine_reason:
             outcome = Outcome.QUARANTINED
         return outcome, event_id
+
+    def feed(self, event: ReceivedEvent) -> tuple[Outcome, str]:
+        """Store an event kept by the journal; an event already stored is left alone."""
+        return self.accept(event, from_journal=True)
 
     def load(self, event_id: str) -> StoredEvent | None:
         raw = self.connection.hgetall(event_key(event_id))
@@ -165,7 +173,7 @@ class EventStore:
         context = string("context")
         warnings = string("warnings")
         return StoredEvent(
-            id=string("id") or event_id,
+            id=event_id,
             type=string("type") or "",
             received_at=string("received_at") or "",
             status=EventStatus(string("status") or EventStatus.RECEIVED),

@@ -43,7 +43,7 @@ def create_app(
     errors.install(app)
 
     if drain_journal:
-        drainer = JournalDrainer(journal, store.accept)
+        drainer = JournalDrainer(journal, store.feed)
         drainer.start()
         app.extensions["hana_rules.drainer"] = drainer
         atexit.register(drainer.stop)

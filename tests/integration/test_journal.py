@@ -83,14 +83,14 @@ def test_a_journal_entry_fed_twice_is_stored_once(
     journal.append(event)
 
     def crash_after_storing(entry):
-        store.accept(entry)
+        store.feed(entry)
         raise ConnectionError("process died before deleting the journal entry")
 
     with pytest.raises(ConnectionError):
         journal.drain(crash_after_storing)
     assert journal.depth() == 1
     outcomes = []
-    journal.drain(lambda entry: outcomes.append(store.accept(entry)))
+    journal.drain(lambda entry: outcomes.append(store.feed(entry)))
     assert outcomes == [(Outcome.EXISTS, event.id)]
     assert journal.depth() == 0
     assert redis_client.llen("rq:queue:events") == 1

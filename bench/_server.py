@@ -1,0 +1,70 @@
+"""Run one of the benchmarked WSGI apps under hana-rules' own gunicorn settings.
+
+Usage: python bench/_server.py {bare,one-write,hana-rules} PORT REDIS_URL DATA_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Flask, jsonify, request
+from gunicorn.app.base import BaseApplication
+
+from engine.config import load_settings, with_generated_tokens
+from engine.web.server import server_options
+
+
+def bare_app() -> Flask:
+    app = Flask("bare")
+
+    @app.post("/hooks/<event_type>")
+    def hook(event_type: str) -> Any:
+        return jsonify({})
+
+    return app
+
+
+def one_write_app(redis_url: str) -> Flask:
+    """The floor of any durable acknowledgement: parse the body, one Redis write."""
+    app = Flask("one_write")
+    client = redis.Redis.from_url(redis_url)
+
+    @app.post("/hooks/<event_type>")
+    def hook(event_type: str) -> Any:
+        body = json.loads(request.get_data())
+        client.lpush("bench:events", json.dumps(body))
+        return jsonify({"status": "accepted"})
+
+    return app
+
+
+class Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, kind: str, port: int, redis_url: str, data_dir: Path) -> None:
+        self.kind, self.redis_url = kind, redis_url
+        base = load_settings(env={})
+        self.settings = with_generated_tokens(replace(base, data_dir=data_dir, redis_url=redis_url))
+        self.options = {**server_options(self.settings, host="127.0.0.1", port=port), "loglevel": "warning"}
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        if self.kind == "bare":
+            return bare_app()
+        if self.kind == "one-write":
+            return one_write_app(self.redis_url)
+        from engine.web.app import create_app
+
+        return create_app(self.settings)
+
+
+if __name__ == "__main__":
+    kind, port, redis_url, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    Server(kind, port, redis_url, data_dir).run()

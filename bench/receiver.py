@@ -1,0 +1,140 @@
+"""Receiver throughput and latency beside two baselines, under the same gunicorn settings.
+
+    python bench/receiver.py [--duration 10] [--connections 16]
+
+Needs `wrk` (Debian: apt-get install wrk). Each request posts a distinct Hana
+body (a new lead id per request), so hana-rules stores and enqueues every one
+instead of answering `duplicate`. Baselines, in the same run:
+  bare       a Flask app answering {}
+  one-write  a Flask app that parses the body and makes one Redis LPUSH
+SPEC §9 target: hana-rules ≥ 0.9× one-write accepted events/s, p99 < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.runtime.embedded import EmbeddedRedis, free_port  # noqa: E402
+
+SAMPLE = json.loads((ROOT / "tests" / "data" / "events" / "lead.created.json").read_text())
+
+WRK_SCRIPT = """
+local counter = 0
+local template = %s
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  local id = string.format("%%d-%%d", math.random(1, 1000000000), counter)
+  return wrk.format(nil, nil, nil, string.gsub(template, "LEAD_ID", id))
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%d %%f %%f %%f\\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout,
+    summary.duration, latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def body_template() -> str:
+    body = json.loads(json.dumps(SAMPLE))
+    body["lead"]["id"] = {"nomalizeData": "LEAD_ID", "rawData": "LEAD_ID"}
+    return json.dumps(body)
+
+
+def run_wrk(url: str, duration: int, connections: int, script: Path) -> dict[str, float]:
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", output)
+    if not match:
+        raise SystemExit(f"could not read wrk's output:\n{output}")
+    total, errors, micros, p50, p99, _mean = (float(g) for g in match.groups())
+    return {"rate": (total - errors) / (micros / 1e6), "errors": errors, "p50_ms": p50 / 1000, "p99_ms": p99 / 1000}
+
+
+def measure(kind: str, redis_url: str, data_dir: Path, duration: int, connections: int, script: Path) -> dict:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_server.py"), kind, str(port), redis_url, str(data_dir)],
+        stdout=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            secrets = data_dir / "secrets.json"
+            token = json.loads(secrets.read_text())["webhook_token"] if secrets.exists() else "x"
+            url = f"http://127.0.0.1:{port}/hooks/lead.created?token={token}"
+            try:
+                probe = requests.post(url, data=body_template().replace("LEAD_ID", "warmup"), timeout=1)
+                if probe.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{kind} server did not come up")
+            time.sleep(0.1)
+        run_wrk(url, 2, connections, script)  # warm-up: imports, connection pools, Lua script cache
+        return run_wrk(url, duration, connections, script)
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed (default 3)")
+    arguments = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT % json.dumps(body_template()))
+        data_dir = work / "var"  # the hana-rules server generates its tokens here at start
+        rounds: dict[str, list[dict]] = {"bare": [], "one-write": [], "hana-rules": []}
+        with EmbeddedRedis(work / "redis") as server:
+            # Interleaved rounds: this machine's speed drifts by tens of percent within a minute.
+            for _ in range(arguments.rounds):
+                for kind in rounds:
+                    redis.Redis.from_url(server.url).flushall()
+                    result = measure(kind, server.url, data_dir, arguments.duration, arguments.connections, script)
+                    result["stored"] = redis.Redis.from_url(server.url).zcard("hr:events")
+                    rounds[kind].append(result)
+                    result["ratio"] = result["rate"] / rounds["one-write"][-1]["rate"] if rounds["one-write"] else 0
+    results = {kind: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for kind, runs in rounds.items()}
+    base = results["one-write"]["rate"]
+    print(f"\nreceiver, {arguments.connections} connections, {arguments.duration}s x {arguments.rounds} interleaved "
+          f"rounds (medians), gunicorn gthread 2 workers x 4 threads, same settings for all")  # fmt: skip
+    print(f"{'app':<12} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs one-write':>13}")
+    for kind, result in results.items():
+        print(f"{kind:<12} {result['rate']:>10.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
+              f"{result['errors']:>7.0f} {result['rate'] / base:>12.2f}x")  # fmt: skip
+    hana = results["hana-rules"]
+    ratios = ", ".join(f"{r['ratio']:.2f}" for r in rounds["hana-rules"])
+    verdict = "MET" if hana["rate"] >= 0.9 * base and hana["p99_ms"] < 20 else "NOT MET"
+    print(f"hana-rules / one-write per round: {ratios}")
+    print(f"target (>= 0.9x one-write, p99 < 20 ms): {verdict}; events stored per round: {hana['stored']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
