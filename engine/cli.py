@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,30 +13,43 @@ import click
 from engine import __version__
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.errors import HanaRulesError
+from engine.rules.errors import RuleSetError
 
 
-def with_settings(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds `--config PATH` and turns it into resolved Settings; HanaRulesError → one line."""
+def with_settings(command: Callable[..., Any] | None = None, *, tokens: bool = True) -> Any:
+    """Adds `--config PATH` and turns it into resolved Settings; a user's mistake becomes one line.
 
-    @click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Settings file (default: $HANA_RULES_CONFIG, else ./hana-rules.yaml).",
-    )
-    @functools.wraps(command)
-    def wrapper(config_file: str | None, **kwargs: Any) -> Any:
-        try:
-            settings = with_generated_tokens(load_settings(config_file))
-            from engine import logs
+    `tokens=False` for offline commands (check, test, simulate): they write nothing to data_dir.
+    """
 
-            logs.configure(settings.log_format)
-            return command(settings, **kwargs)
-        except HanaRulesError as exc:
-            raise click.ClickException(str(exc)) from None
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Settings file (default: $HANA_RULES_CONFIG, else ./hana-rules.yaml).",
+        )
+        @functools.wraps(command)
+        def wrapper(config_file: str | None, **kwargs: Any) -> Any:
+            try:
+                settings = load_settings(config_file)
+                if tokens:
+                    settings = with_generated_tokens(settings)
+                from engine import logs
 
-    return wrapper
+                logs.configure(settings.log_format)
+                return command(settings, **kwargs)
+            except RuleSetError as exc:
+                for error in exc.errors:
+                    click.echo(str(error), err=True)
+                raise click.ClickException(f"{len(exc.errors)} error(s) in the rules; nothing was loaded") from None
+            except HanaRulesError as exc:
+                raise click.ClickException(str(exc)) from None
+
+        return wrapper
+
+    return decorate(command) if command is not None else decorate
 
 
 @click.group()
@@ -86,6 +101,95 @@ def worker(settings: Settings, burst: bool) -> None:
     if not settings.redis_url:
         raise click.ClickException("no Redis: set REDIS_URL or redis_url, or run `hana-rules serve`")
     run_worker(settings, worker_client(settings.redis_url), burst=burst)
+
+
+def _rules_dir(settings: Settings, directory: str | None) -> Path:
+    return Path(directory) if directory else settings.rules_dir
+
+
+@main.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@with_settings(tokens=False)
+def check(settings: Settings, directory: str | None) -> None:
+    """Validate every rule file; one line per error, exit 1 when there is any."""
+    from engine.rules.compiler import load_rule_set
+
+    rules_dir = _rules_dir(settings, directory)
+    rule_set = load_rule_set(rules_dir)
+    files = len({rule.file for rule in rule_set.rules})
+    click.echo(f"OK: {len(rule_set.rules)} rules in {files} files under {rules_dir} (version {rule_set.version})")
+
+
+@main.command()
+@click.argument("event_type")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--previous",
+    "previous_file",
+    type=click.File("r", encoding="utf-8"),
+    help='Known state before this event, as JSON: {"lead": {"attr": value}}.',
+)
+@click.option("--rules", "directory", type=click.Path(file_okay=False), help="Rules folder (default: rules_dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print the simulate JSON of the admin API.")
+@with_settings(tokens=False)
+def simulate(settings: Settings, event_type: str, file: Any, previous_file: Any, directory: str | None,
+             as_json: bool) -> None:  # fmt: skip
+    """Show which rules an event (a Hana body in FILE, - for stdin) matches, and why; nothing is sent."""
+    from engine.hana import EVENT_TYPES, canonical_event_type
+    from engine.redaction import redact
+    from engine.rules.compiler import load_rule_set
+    from engine.rules.testing import simulate as run
+
+    canonical = canonical_event_type(event_type)
+    if canonical is None:
+        raise click.UsageError(f"unknown event type {event_type!r}; use one of {', '.join(EVENT_TYPES)}")
+    payload = _read_json(file, "the event file")
+    previous = _read_json(previous_file, "the --previous file") if previous_file else None
+    rule_set = load_rule_set(_rules_dir(settings, directory))
+    evaluation = redact(run(rule_set, canonical, payload, previous).as_json(), rule_set.secrets)
+    if as_json:
+        click.echo(json.dumps(evaluation, ensure_ascii=False, indent=2))
+        return
+    from engine.cli_output import print_simulation
+
+    print_simulation(canonical, evaluation, rule_set)
+
+
+@main.command(name="test")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@with_settings(tokens=False)
+def run_tests(settings: Settings, directory: str | None) -> None:
+    """Run the `tests:` blocks of the rule files offline; exit 1 when any fails."""
+    from engine.rules.compiler import load_rule_set
+    from engine.rules.testing import run_rule_tests
+
+    rule_set = load_rule_set(_rules_dir(settings, directory))
+    outcomes = run_rule_tests(rule_set)
+    for outcome in outcomes:
+        test = outcome.test
+        mark = click.style("PASS", fg="green") if outcome.passed else click.style("FAIL", fg="red")
+        click.echo(f"{mark} {test.file}:{test.line} {test.name}")
+        for difference in outcome.differences:
+            click.echo(f"     {difference}")
+    failed = sum(not o.passed for o in outcomes)
+    click.echo(f"{len(outcomes) - failed} passed, {failed} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of rule files (for editor completion and validation)."""
+    from engine.rules.schema import SCHEMA
+
+    click.echo(json.dumps(SCHEMA, indent=2))
+
+
+def _read_json(handle: Any, what: str) -> Any:
+    try:
+        return json.load(handle)
+    except ValueError as exc:
+        raise click.ClickException(f"{what} is not valid JSON: {exc}") from None
 
 
 if __name__ == "__main__":

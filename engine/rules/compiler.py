@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -16,6 +17,7 @@ from typing import Any
 
 from engine.durations import parse_duration
 from engine.hana import EVENT_TYPES, canonical_event_type
+from engine.redaction import redact
 from engine.rules.conditions import ConditionCompiler
 from engine.rules.errors import RuleError, RuleSetError
 from engine.rules.loader import LoadedFiles, SourceFile, inner_path, load_directory, load_texts
@@ -88,7 +90,8 @@ class _FileCompiler:
             name=spec.get("name") or rule_id,
             description=spec.get("description", ""),
             file=self.source.name,
-            line=self.source.document.position(at)[0],
+            line=self.source.document.position((*at, "id"))[0],
+            column=self.source.document.position((*at, "id"))[1],
             order=order,
             on=tuple(on),
             events=expand_events(on),
@@ -158,15 +161,18 @@ def compile_files(loaded: LoadedFiles) -> RuleSet:
         for rule in compiler.rules(len(rules)):
             if rule.id in first_seen:
                 first = first_seen[rule.id]
-                errors.append(RuleError(rule.file, rule.line, 1, f"duplicate rule id {rule.id!r} "
+                errors.append(RuleError(rule.file, rule.line, rule.column, f"duplicate rule id {rule.id!r} "
                                         f"(first defined at {first.file}:{first.line})", rule.id, "id",
                                         "rule ids must be unique across all files"))  # fmt: skip
                 continue
             first_seen[rule.id] = rule
             rules.append(rule)
         tests.extend(compiler.tests())
+    secrets = frozenset(s for f in loaded.files for s in f.document.secrets)
     if errors:
-        raise RuleSetError(errors)
+        # Values that came from ${NAME} are secrets: an error may quote a value, never one of those.
+        raise RuleSetError([replace(e, message=redact(e.message, secrets), hint=redact(e.hint, secrets))
+                            for e in errors])  # fmt: skip
     ordered = tuple(sorted(rules, key=lambda r: (-r.priority, r.order)))
     by_event = {event_type: tuple(r for r in ordered if r.enabled and event_type in r.events)
                 for event_type in EVENT_TYPES}  # fmt: skip
@@ -175,7 +181,7 @@ def compile_files(loaded: LoadedFiles) -> RuleSet:
         rules=ordered,
         by_event=MappingProxyType(by_event),
         tests=tuple(tests),
-        secrets=frozenset(s for f in loaded.files for s in f.document.secrets),
+        secrets=secrets,
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     )
 

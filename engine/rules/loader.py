@@ -43,9 +43,10 @@ def rule_files(rules_dir: Path) -> list[Path]:
 
 def display_name(path: Path) -> str:
     try:
-        return os.path.relpath(path)
+        relative = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path.resolve()) if relative.startswith("..") else relative
 
 
 def load_texts(texts: Mapping[str, str], env: Mapping[str, str]) -> LoadedFiles:

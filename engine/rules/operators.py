@@ -182,12 +182,14 @@ def compile_regex(pattern: Any, modifiers: Modifiers) -> Any:
     options = re2.Options()
     options.case_sensitive = not modifiers.ignore_case
     options.max_mem = 8 << 20
+    options.log_errors = False  # the C++ library would print to stderr; we report the error ourselves
     source = unaccent(pattern) if modifiers.ignore_accents else pattern
     try:
         return re2.compile(source, options)
     except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         raise OperandError(
-            f"not a valid RE2 regular expression: {exc}",
+            f"not a valid RE2 regular expression: {reason}",
             hint="RE2 has no backreferences or lookarounds; see https://github.com/google/re2/wiki/Syntax",
         ) from None
 

@@ -38,7 +38,8 @@ class Rule:
     id: str
     name: str
     file: str
-    line: int
+    line: int  # of the rule's `id:` key
+    column: int
     order: int
     on: tuple[str, ...]
     events: frozenset[str]

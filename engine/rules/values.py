@@ -43,7 +43,9 @@ def as_number(value: Any) -> float | int | None:
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str) and len(value) < 64:
         text = value.strip()

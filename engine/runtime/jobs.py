@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from rq import get_current_job
 
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.hana import normalize
+from engine.redaction import redact
+from engine.rules.compiler import load_rule_set
+from engine.rules.ruleset import Evaluation, RuleSet
 from engine.runtime.events import EventStatus, EventStore
+from engine.state import apply_known_state
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,7 @@ class WorkerContext:
 
     settings: Settings
     connection: redis.Redis
+    rule_set: RuleSet
 
     @property
     def events(self) -> EventStore:
@@ -31,9 +37,11 @@ class WorkerContext:
 _context: WorkerContext | None = None
 
 
-def configure(settings: Settings, connection: redis.Redis) -> WorkerContext:
+def configure(settings: Settings, connection: redis.Redis, rule_set: RuleSet | None = None) -> WorkerContext:
+    """Load the rule set (raising RuleSetError listing every mistake) and share it with every job."""
     global _context
-    _context = WorkerContext(settings=settings, connection=connection)
+    rule_set = rule_set or load_rule_set(settings.rules_dir)
+    _context = WorkerContext(settings=settings, connection=connection, rule_set=rule_set)
     return _context
 
 
@@ -73,11 +81,34 @@ def process_event(event_id: str) -> str:
         received_at=event.received_at,
         application_name=application.name if application else None,
     )
+    evaluation = evaluate(context.rule_set, normalized.context, body)
+    secrets = context.settings.secrets | context.rule_set.secrets
     store.finish(
         event_id,
         status=EventStatus.DONE,
-        context=normalized.context,
+        context=redact(normalized.context, secrets),
         warnings=list(event.warnings + normalized.warnings),
+        version=context.rule_set.version,
+        matched=[result.rule.id for result in evaluation.matched],
+        evaluation=redact(evaluation.as_json(), secrets),
+        actions=redact(pending_actions(evaluation), secrets),
     )
-    log.info("event %s: %s processed", event_id, event.type)
+    log.info("event %s: %s processed, matched %s", event_id, event.type, [r.rule.id for r in evaluation.matched])
     return EventStatus.DONE.value
+
+
+def evaluate(rule_set: RuleSet, context: dict[str, Any], body: Any) -> Evaluation:
+    """Known state arrives with the state store; until then every attribute counts as changed."""
+    apply_known_state(context, None)
+    return rule_set.evaluate(context, body=body, trace=True)
+
+
+def pending_actions(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """The actions to run, in order, as SPEC §8 lists them on an event."""
+    actions = []
+    for result in evaluation.matched:
+        for action in result.actions:
+            entry = {"rule": result.rule.id, **action.as_json(), "status": "failed" if action.error else "pending",
+                     "attempts": []}  # fmt: skip
+            actions.append(entry)
+    return actions

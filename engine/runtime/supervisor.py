@@ -25,6 +25,7 @@ import requests
 from engine.config import Settings
 from engine.errors import HanaRulesError
 from engine.hana import EVENT_TYPES
+from engine.rules.compiler import load_rule_set
 from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class Supervisor:
         return command
 
     def run(self) -> int:
+        # Broken rules stop us here, before anything starts, with every error listed.
+        rule_set = load_rule_set(self.settings.rules_dir)
+        log.info("rules: %d loaded from %s (version %s)", len(rule_set.rules), self.settings.rules_dir,
+                 rule_set.version)  # fmt: skip
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: reloading rules arrives with the rule engine"))

@@ -13,8 +13,11 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from engine.config import Settings
+from engine.rules.ruleset import RuleSet
 from engine.runtime import jobs
 from engine.runtime.queues import EVENTS_QUEUE, queue
+
+log = logging.getLogger(__name__)
 
 #: The worker's registration TTL; the idle dequeue blocks for TTL - 15 s, so maintenance
 #: (which re-enqueues the jobs of dead workers) runs at least every 15 s.
@@ -22,8 +25,10 @@ WORKER_TTL = 30
 MAINTENANCE_INTERVAL = 15
 
 
-def build_worker(settings: Settings, connection: redis.Redis, *, name: str | None = None) -> SimpleWorker:
-    jobs.configure(settings, connection)
+def build_worker(
+    settings: Settings, connection: redis.Redis, *, name: str | None = None, rule_set: RuleSet | None = None
+) -> SimpleWorker:
+    jobs.configure(settings, connection, rule_set)
     return SimpleWorker(
         [queue(connection, EVENTS_QUEUE)],
         connection=connection,
@@ -36,6 +41,7 @@ def build_worker(settings: Settings, connection: redis.Redis, *, name: str | Non
 
 def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = False) -> bool:
     worker = build_worker(settings, connection)
+    log.info("worker: rule set %s, %d rules", jobs.current().rule_set.version, len(jobs.current().rule_set.rules))
     return worker.work(
         burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().getEffectiveLevel())
     )

@@ -9,6 +9,8 @@ from flask import Flask
 
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.errors import ConfigError
+from engine.rules.compiler import load_rule_set
+from engine.rules.ruleset import RuleSet
 from engine.runtime.connection import receiver_client
 from engine.runtime.events import EventStore
 from engine.runtime.intake import MAX_BODY_BYTES, Intake
@@ -21,9 +23,14 @@ def create_app(
     *,
     connection: redis.Redis | None = None,
     drain_journal: bool = True,
+    rule_set: RuleSet | None = None,
 ) -> Flask:
-    """Build the app; call it once per process (after a fork), never before."""
+    """Build the app; call it once per process (after a fork), never before.
+
+    The rule set is loaded here so a web process with broken rules refuses to start.
+    """
     settings = with_generated_tokens(settings or load_settings())
+    rule_set = rule_set or load_rule_set(settings.rules_dir)
     if connection is None:
         if not settings.redis_url:
             raise ConfigError("no redis_url: `hana-rules web` needs REDIS_URL (or use `hana-rules serve`)")
@@ -36,6 +43,7 @@ def create_app(
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hana_rules.settings"] = settings
     app.extensions["hana_rules.redis"] = connection
+    app.extensions["hana_rules.rules"] = rule_set
     app.extensions["hana_rules.journal"] = journal
     app.extensions["hana_rules.intake"] = Intake(settings, store, journal)
     app.register_blueprint(hooks.blueprint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import requests
 from engine.runtime.embedded import free_port
 from engine.runtime.events import EventStatus, EventStore
 from tests.helpers import sample_bytes, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def descendants(pid: int) -> set[int]:
@@ -74,6 +77,8 @@ class Served:
 @contextmanager
 def serve(folder: Path, port: int) -> Iterator[Served]:
     (folder / "hana-rules.yaml").write_text("data_dir: var\nrules_dir: rules\nworkers: 1\nweb_workers: 1\n")
+    if not (folder / "rules").exists():
+        shutil.copytree(ROOT / "rules", folder / "rules")
     command = [sys.executable, "-m", "engine.cli", "serve", "--config", str(folder / "hana-rules.yaml"),
                "--port", str(port)]  # fmt: skip
     with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
@@ -105,6 +110,9 @@ def test_serve_accepts_processes_stops_cleanly_and_keeps_events_across_restart(t
         event = wait_for(lambda: (e := store.load(event_id)) and e.status is EventStatus.DONE and e,
                          what="the worker to process the event")  # fmt: skip
         assert event.context["lead"]["baseName"] == "Toan Truyen"
+        assert json.loads(client.hget(f"hr:event:{event_id}", "matched")) == ["normalize-phone-to-e164"]
+        ready = requests.get(url.split("/hooks/")[0] + "/readyz", timeout=10).json()
+        assert ready["rules"]["count"] == 6
 
         # Chunked bodies have no length to check up front; gunicorn + Flask still stop at 1 MiB.
         chunks = (b" " * 262144 for _ in range(8))

@@ -10,6 +10,7 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from engine.config import Settings
+from engine.rules.compiler import compile_texts
 from engine.runtime.events import EventStatus, EventStore
 from engine.runtime.intake import Intake
 from engine.runtime.journal import Journal
@@ -33,6 +34,38 @@ def test_worker_records_the_normalized_context_on_the_event(settings: Settings, 
     assert event.context["application"] == {"id": "dbd9a5f7-b3c4-45bb-a8eb-2b8e10bff8c2", "name": "Shop A"}
     assert event.context["event"]["type"] == "lead.created"
     assert event.warnings == ()
+
+
+def test_worker_evaluates_the_rules_and_stores_the_trace_with_pending_actions(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    rule_set = compile_texts(
+        {
+            "rules/r.yaml": """
+rules:
+  - id: phone
+    on: lead.created
+    when: {field: lead.basePhonenumber, starts_with: "0"}
+    then:
+      - hana_update: {lead: {id: "{{ lead.id }}", basePhonenumber: "{{ lead.basePhonenumber | phone_e164 }}"}}
+  - id: never
+    on: lead.created
+    when: {field: lead.baseName, equals: nobody}
+"""
+        }
+    )
+    event_id = accept(settings, redis_client, sample_bytes())
+    build_worker(settings, redis_client, rule_set=rule_set).work(burst=True)
+    stored = {k.decode(): v for k, v in redis_client.hgetall(f"hr:event:{event_id}").items()}
+    assert stored["version"].decode().strip('"') == rule_set.version
+    assert json.loads(stored["matched"]) == ["phone"]
+    evaluation = json.loads(stored["evaluation"])
+    assert [r["id"] for r in evaluation["rules"]] == ["phone", "never"]
+    assert evaluation["rules"][1]["conditions"][0]["value"] == "Toan Truyen"
+    assert json.loads(stored["actions"]) == [{
+        "rule": "phone", "index": 0, "kind": "hana_update", "status": "pending", "attempts": [],
+        "payload": {"lead": {"id": "e734c76a-52ca-44f0-a21e8e1fe627c308", "basePhonenumber": "+84978712200"}},
+    }]  # fmt: skip
 
 
 def test_warnings_of_a_surprising_body_are_kept_on_the_event(settings: Settings, redis_client: redis.Redis) -> None:

@@ -1,0 +1,29 @@
+"""Secrets never leave in traces, logs, answers or CLI output: one place redacts them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "***"
+SECRET_KEYS = frozenset(("authorization", "access_token", "bot_token", "password", "token", "webhook_token",
+                         "x-webhook-token", "api_key", "secret"))  # fmt: skip
+
+
+def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of `value` with known secret strings masked and secret-named keys hidden."""
+    known = sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True)
+    return _redact(value, known)
+
+
+def _redact(value: Any, known: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in known:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: MASK if str(k).lower() in SECRET_KEYS and v else _redact(v, known) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v, known) for v in value]
+    return value
