@@ -17,7 +17,7 @@ import re2
 
 from engine.durations import parse_duration
 from engine.hana import parse_hana_date
-from engine.rules.text import normalizer, unaccent
+from engine.rules.text import nfc, normalizer, unaccent
 from engine.rules.values import MISSING, as_number, is_absent, parse_moment, resolve_moment
 
 Test = Callable[[Any], bool]
@@ -94,6 +94,9 @@ def equality(operand: Any, modifiers: Modifiers) -> Test:
         norm = modifiers.text
         target = norm(operand)
         number = as_number(operand)
+        if norm is nfc and number is None:
+            # The common case, kept to two comparisons: exact text, else NFC of non-ASCII text.
+            return lambda v: v == target or (type(v) is str and not v.isascii() and nfc(v) == target)
 
         def equal_text(value: Any) -> bool:
             if isinstance(value, str):
@@ -130,10 +133,16 @@ def _containment(operand: Any, modifiers: Modifiers) -> Test:
     norm = modifiers.text
     needle = norm(str(operand))
     element = equality(operand, modifiers)
+    exact = operand if isinstance(operand, str) and norm is nfc else None
 
     def contains(value: Any) -> bool:
-        if isinstance(value, list):
-            return any(element(item) for item in value)
+        if type(value) is list:
+            if exact is not None and exact in value:  # fast path: an exact member
+                return True
+            for item in value:
+                if element(item):
+                    return True
+            return False
         text = _as_text(value)
         return text is not None and needle in norm(text)
 

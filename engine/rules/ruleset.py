@@ -170,7 +170,14 @@ class RuleSet:
                 if trace:
                     results.append(RuleResult(rule, False, skipped=skipped))
                 continue
-            result = self._evaluate_rule(rule, context, body, trace)
+            if not trace and not rule.vars:
+                # The production path: one call per rule, a result object only for a match.
+                if rule.check is not None and not rule.check(context, body, None):
+                    continue
+                context["vars"] = {}
+                result = RuleResult(rule, True, actions=render_actions(rule, context))
+            else:
+                result = self._evaluate_rule(rule, context, body, trace)
             if result.matched or trace:
                 results.append(result)
             if result.matched and rule.stop:
