@@ -47,3 +47,29 @@ def live_server(app: Any) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(5)
+
+
+@contextmanager
+def worker_processes(config: Path, redis_url: str, count: int) -> Iterator[list[Any]]:
+    """`count` real `hana-rules worker` processes; stopped with SIGTERM (warm shutdown) at the end."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "REDIS_URL": redis_url}
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--config", str(config)], env=environment,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        for _ in range(count)
+    ]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -21,6 +21,9 @@ from engine.runtime.queues import EVENTS_QUEUE, JobTemplate, event_job_id
 EVENT_KEY_PREFIX = "hr:event:"
 EVENTS_INDEX = "hr:events"
 LAST_EVENT_PREFIX = "hr:last:"
+ENTITY_QUEUE_PREFIX = "hr:queue:"
+#: Non-empty entity queues, scored by when they last became non-empty: the sweeper's index.
+WAITING_QUEUES = "hr:queues"
 #: SPEC §4: Hana's retries come within this window.
 DUPLICATE_WINDOW_SECONDS = 600
 
@@ -49,6 +52,16 @@ def event_key(event_id: str) -> str:
     return f"{EVENT_KEY_PREFIX}{event_id}"
 
 
+def entity_key(application_id: str | None, event_type: str, entity_id: str | None) -> str:
+    """`<application>:<lead|opportunity>:<id>`: events without an id share one key per kind."""
+    return f"{application_id or '-'}:{event_type.split('.', 1)[0]}:{entity_id or '-'}"
+
+
+def entity_queue_key(application_id: str | None, event_type: str, entity_id: str | None) -> str:
+    """The list of this entity's events waiting, in the order received."""
+    return f"{ENTITY_QUEUE_PREFIX}{entity_key(application_id, event_type, entity_id)}"
+
+
 @dataclass(frozen=True)
 class ReceivedEvent:
     """An event as the receiver accepted it, before any processing."""
@@ -68,8 +81,10 @@ class ReceivedEvent:
         return EventStatus.QUARANTINED if self.quarantine_reason else EventStatus.RECEIVED
 
     def dedup_key(self) -> str:
-        entity = self.type.split(".", 1)[0]
-        return f"{LAST_EVENT_PREFIX}{self.application_id or '-'}:{entity}:{self.entity_id or '-'}"
+        return f"{LAST_EVENT_PREFIX}{entity_key(self.application_id, self.type, self.entity_id)}"
+
+    def queue_key(self) -> str:
+        return entity_queue_key(self.application_id, self.type, self.entity_id)
 
     def fields(self) -> dict[str, str | bytes]:
         stored: dict[str, str | bytes] = {
@@ -101,6 +116,9 @@ class StoredEvent:
     duplicates: int
     context: dict[str, Any] | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def queue_key(self) -> str:
+        return entity_queue_key(self.application_id, self.type, self.entity_id)
 
 
 class EventStore:
@@ -148,6 +166,8 @@ class EventStore:
             EVENTS_INDEX,
             f"{template.job_key_prefix}{job_id}",
             template.queue_key,
+            event.queue_key(),
+            WAITING_QUEUES,
         ]
         outcome, event_id = self._accept(keys=keys, args=arguments)
         outcome = Outcome(outcome.decode() if isinstance(outcome, bytes) else outcome)

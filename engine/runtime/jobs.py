@@ -1,24 +1,55 @@
-"""RQ job functions. Jobs carry ids, never objects: the event lives in Redis."""
+"""RQ job functions. Jobs carry ids, never objects: events and state live in Redis.
+
+`process_event(event_id)` drains the queue of the lead/opportunity the event
+belongs to, oldest first, under that entity's lock: events of one entity are
+evaluated in the order received however many workers run, and events of
+different entities run in parallel. The lock expires, so a dead worker's
+entity is taken over; each event's effects are committed atomically and only
+while the lock is still ours.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-from rq import get_current_job
+from rq import Retry, get_current_job
 
 from engine.config import Settings, load_settings, with_generated_tokens
-from engine.hana import normalize
+from engine.hana import entity_of, normalize
 from engine.redaction import redact
 from engine.rules.compiler import load_rule_set
-from engine.rules.ruleset import Evaluation, RuleSet
-from engine.runtime.events import EventStatus, EventStore
+from engine.rules.ruleset import Evaluation, RuleResult, RuleSet
+from engine.rules.templates import TemplateRenderError
+from engine.runtime.events import (
+    ENTITY_QUEUE_PREFIX,
+    WAITING_QUEUES,
+    EventStatus,
+    EventStore,
+    StoredEvent,
+    entity_key,
+    event_key,
+)
+from engine.runtime.queues import EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT, PROCESS_EVENT_RETRIES, queue
+from engine.runtime.state_store import Commit, StateChange, StateStore
+from engine.runtime.throttle import Throttle
 from engine.state import apply_known_state
 
 log = logging.getLogger(__name__)
+
+LOCK_TTL_MS = 30_000
+#: One job drains at most this much, then hands over to a fresh job: fair to other entities,
+#: and far inside the job timeout.
+MAX_EVENTS_PER_JOB = 200
+MAX_SECONDS_PER_JOB = 10.0
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 @dataclass
@@ -29,9 +60,12 @@ class WorkerContext:
     connection: redis.Redis
     rule_set: RuleSet
 
-    @property
-    def events(self) -> EventStore:
-        return EventStore(self.connection, retention=self.settings.retention)
+    def __post_init__(self) -> None:
+        self.events = EventStore(self.connection, retention=self.settings.retention)
+        self.states = StateStore(self.connection)
+        self.throttle = Throttle(self.connection)
+        self.release = self.connection.register_script(_RELEASE)
+        self.secrets = self.settings.secrets | self.rule_set.secrets
 
 
 _context: WorkerContext | None = None
@@ -55,52 +89,169 @@ def current() -> WorkerContext:
     return _context
 
 
-def process_event(event_id: str) -> str:
-    """Normalize a stored event and record its context; safe to run twice."""
+def process_event(event_id: str) -> int:
+    """Drain the queue of the entity this event belongs to; returns how many events were processed."""
     context = current()
-    store = context.events
-    event = store.load(event_id)
+    event = context.events.load(event_id)
     if event is None:
         log.warning("event %s: gone before processing (expired by retention?)", event_id)
-        return "missing"
-    if event.status in (EventStatus.DONE, EventStatus.QUARANTINED):
-        return event.status.value
-    store.start_processing(event_id)
-    application = context.settings.application(event.application_id)
-    if application is None and context.settings.uses_default_application:
-        application = context.settings.applications[0]
+        return 0
+    return drain(context, event.queue_key())
+
+
+def drain(context: WorkerContext, queue_key: str) -> int:
+    connection = context.connection
+    lock_key = "hr:lock:" + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)
+    token = secrets.token_hex(8)
+    if not connection.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
+        return 0  # another worker drains this entity, and will reach our event in order
+    processed = 0
+    started = time.monotonic()
     try:
-        body = json.loads(event.body)
-    except ValueError:  # the receiver only enqueues parsed bodies; a hand-edited one lands here
-        store.finish(event_id, status=EventStatus.FAILED, warnings=["the stored body is not JSON"])
-        return EventStatus.FAILED.value
-    normalized = normalize(
-        body,
-        event_id=event.id,
-        event_type=event.type,
-        received_at=event.received_at,
-        application_name=application.name if application else None,
-    )
-    evaluation = evaluate(context.rule_set, normalized.context, body)
-    secrets = context.settings.secrets | context.rule_set.secrets
-    store.finish(
-        event_id,
-        status=EventStatus.DONE,
-        context=redact(normalized.context, secrets),
-        warnings=list(event.warnings + normalized.warnings),
-        version=context.rule_set.version,
-        matched=[result.rule.id for result in evaluation.matched],
-        evaluation=redact(evaluation.as_json(), secrets),
-        actions=redact(pending_actions(evaluation), secrets),
-    )
-    log.info("event %s: %s processed, matched %s", event_id, event.type, [r.rule.id for r in evaluation.matched])
-    return EventStatus.DONE.value
+        while processed < MAX_EVENTS_PER_JOB and time.monotonic() - started < MAX_SECONDS_PER_JOB:
+            head = connection.lindex(queue_key, 0)
+            if head is None:
+                break
+            outcome = process_one(context, head.decode(), token=token, lock_key=lock_key, queue_key=queue_key)
+            if outcome is Commit.LOST_LOCK:
+                log.warning("entity %s: lock lost to another worker; it carries on", queue_key)
+                return processed
+            processed += 1
+    finally:
+        context.release(keys=[lock_key], args=[token])
+    head = connection.lindex(queue_key, 0)
+    if head is not None:  # more arrived, or the batch was full: hand over to a fresh job
+        enqueue_drain(connection, head.decode(), token)
+    return processed
 
 
-def evaluate(rule_set: RuleSet, context: dict[str, Any], body: Any) -> Evaluation:
-    """Known state arrives with the state store; until then every attribute counts as changed."""
-    apply_known_state(context, None)
-    return rule_set.evaluate(context, body=body, trace=True)
+def enqueue_drain(connection: redis.Redis, head_event_id: str, suffix: str) -> None:
+    queue(connection, EVENTS_QUEUE).enqueue(
+        PROCESS_EVENT, head_event_id, job_id=f"ev-{head_event_id}-{suffix}", result_ttl=0,
+        job_timeout=JOB_TIMEOUT, retry=Retry(max=PROCESS_EVENT_RETRIES),
+    )  # fmt: skip
+
+
+def sweep_stalled_queues(connection: redis.Redis, *, older_than: float = 60.0, limit: int = 500) -> int:
+    """Re-enqueue entity queues that waited past `older_than` with nobody draining them.
+
+    The safety net for a drain job that exhausted its retries (say, a long Redis outage):
+    later events of that entity found its queue non-empty and enqueued no job.
+    """
+    cutoff_ms = (time.time() - older_than) * 1000
+    revived = 0
+    for raw in connection.zrangebyscore(WAITING_QUEUES, "-inf", cutoff_ms, start=0, num=limit):
+        queue_key = raw.decode()
+        if connection.exists("hr:lock:" + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)):
+            continue  # being drained right now
+        head = connection.lindex(queue_key, 0)
+        if head is None:
+            connection.zrem(WAITING_QUEUES, queue_key)
+            continue
+        connection.zadd(WAITING_QUEUES, {queue_key: time.time() * 1000})  # not again before `older_than`
+        enqueue_drain(connection, head.decode(), f"sweep{int(time.time())}")
+        revived += 1
+    if revived:
+        log.warning("sweeper: %d entity queue(s) had nobody draining them; re-enqueued", revived)
+    return revived
+
+
+def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: str, queue_key: str) -> Commit:
+    """Evaluate one event against the known state and commit its effects atomically."""
+    event = context.events.load(event_id)
+    entity = entity_key(event.application_id, event.type, event.entity_id) if event else ""
+
+    def commit(change: StateChange, state: dict[str, Any] | None, fields: dict[str, Any]) -> Commit:
+        encoded = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, separators=(",", ":"),
+                                                              default=str) for k, v in fields.items()}  # fmt: skip
+        return context.states.commit(
+            lock_key=lock_key, token=token, queue_key=queue_key, event_key=event_key(event_id),
+            event_id=event_id, entity_key=entity, change=change, state=state, event_fields=encoded,
+            lock_ttl_ms=LOCK_TTL_MS,
+        )  # fmt: skip
+
+    if event is None or event.status in (EventStatus.DONE, EventStatus.QUARANTINED, EventStatus.FAILED):
+        return commit(StateChange.KEEP, None, {})  # nothing (more) to do: just take it off the queue
+    context.events.start_processing(event_id)
+    try:
+        change, state, fields = evaluate_event(context, event)
+    except (redis.RedisError, TimeoutError):
+        raise  # Redis trouble: the job fails and RQ retries it; nothing was committed
+    except Exception as exc:  # a poison event must not block its entity's queue
+        log.exception("event %s: processing failed", event_id)
+        return commit(
+            StateChange.KEEP, None, {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
+        )
+    return commit(change, state, fields)
+
+
+def evaluate_event(
+    context: WorkerContext, event: StoredEvent
+) -> tuple[StateChange, dict[str, Any] | None, dict[str, Any]]:
+    settings, rule_set = context.settings, context.rule_set
+    application = settings.application(event.application_id)
+    if application is None and settings.uses_default_application:
+        application = settings.applications[0]
+    body = json.loads(event.body)
+    normalized = normalize(body, event_id=event.id, event_type=event.type, received_at=event.received_at,
+                           application_name=application.name if application else None)  # fmt: skip
+    rule_context = normalized.context
+    entity = entity_of(event.type)
+    entity_attributes = dict(rule_context.get(entity) or {})
+    known = (
+        context.states.load(entity_key(event.application_id, event.type, event.entity_id)) if event.entity_id else None
+    )
+    apply_known_state(rule_context, known)
+    evaluation = rule_set.evaluate(rule_context, body=body, trace=True)
+    apply_throttles(context, evaluation, rule_context, event.id)
+
+    if event.entity_id is None:
+        change, state = StateChange.KEEP, None
+    elif event.type.endswith(".deleted"):
+        change, state = StateChange.DELETE, None  # after the rules saw `previous`
+    elif event.type.endswith(".created"):
+        change, state = StateChange.SET, entity_attributes
+    else:
+        change, state = StateChange.SET, {**(known or {}), **entity_attributes}
+    secrets_ = context.secrets
+    fields = {
+        "status": EventStatus.DONE.value,
+        "processed_by": f"{socket.gethostname()}:{os.getpid()}",
+        "context": redact(rule_context, secrets_),
+        "warnings": list(event.warnings + normalized.warnings),
+        "version": rule_set.version,
+        "matched": [r.rule.id for r in evaluation.matched if not r.skipped],
+        "evaluation": redact(evaluation.as_json(), secrets_),
+        "actions": redact(pending_actions(evaluation), secrets_),
+    }
+    log.info("event %s: %s processed, matched %s", event.id, event.type, fields["matched"])
+    return change, state, fields
+
+
+def apply_throttles(
+    context: WorkerContext, evaluation: Evaluation, rule_context: dict[str, Any], event_id: str
+) -> None:
+    """A throttled rule still matched, but runs no action; the trace says why."""
+    for result in evaluation.matched:
+        throttle = result.rule.throttle
+        if throttle is None:
+            continue
+        rule_context["vars"] = result.vars
+        try:
+            key = str(throttle.key.render(rule_context))
+        except TemplateRenderError as exc:
+            _skip(result, f"throttle key could not be rendered ({exc}); not run")
+            continue
+        if not context.throttle.allow(result.rule.id, key, per=throttle.per, limit=throttle.limit, event_id=event_id):
+            _skip(
+                result, f"throttled: already ran {throttle.limit} time(s) in the last {throttle.per:g}s for key {key!r}"
+            )
+    rule_context["vars"] = {}
+
+
+def _skip(result: RuleResult, reason: str) -> None:
+    result.skipped = reason
+    result.actions = []
 
 
 def pending_actions(evaluation: Evaluation) -> list[dict[str, Any]]:

@@ -25,11 +25,22 @@ WORKER_TTL = 30
 MAINTENANCE_INTERVAL = 15
 
 
+class HanaWorker(SimpleWorker):
+    """RQ's SimpleWorker, whose maintenance also revives entity queues nobody drains."""
+
+    def clean_registries(self) -> None:
+        super().clean_registries()
+        try:
+            jobs.sweep_stalled_queues(self.connection)
+        except redis.RedisError as exc:
+            log.warning("sweeper: skipped (%s)", exc)
+
+
 def build_worker(
     settings: Settings, connection: redis.Redis, *, name: str | None = None, rule_set: RuleSet | None = None
-) -> SimpleWorker:
+) -> HanaWorker:
     jobs.configure(settings, connection, rule_set)
-    return SimpleWorker(
+    return HanaWorker(
         [queue(connection, EVENTS_QUEUE)],
         connection=connection,
         serializer=JSONSerializer,
