@@ -1,0 +1,132 @@
+"""What per-entity ordering costs: events/s through process_event, one hot lead vs many leads.
+
+    python bench/state.py [--events 2000]
+
+Real `hana-rules worker` processes (RQ SimpleWorkers) against an embedded
+Redis, the example rules loaded, events accepted through the receiver's own
+accept script. Baseline in the same run: the rate at which the same worker
+processes drain no-op RQ jobs (`os.getpid`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rq import Queue  # noqa: E402
+from rq.registry import StartedJobRegistry  # noqa: E402
+from rq.serializers import JSONSerializer  # noqa: E402
+
+from engine.config import load_settings, with_generated_tokens  # noqa: E402
+from engine.runtime.embedded import EmbeddedRedis  # noqa: E402
+from engine.runtime.events import WAITING_QUEUES, EventStore  # noqa: E402
+from engine.runtime.intake import Intake  # noqa: E402
+from engine.runtime.journal import Journal  # noqa: E402
+
+SAMPLE = json.loads((ROOT / "tests" / "data" / "events" / "lead.created.json").read_text())
+
+
+def start_workers(count: int, config: Path, redis_url: str, client: redis.Redis) -> list[subprocess.Popen[bytes]]:
+    environment = {**os.environ, "REDIS_URL": redis_url}
+    workers = [subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--config", str(config)],
+                                env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(count)]  # fmt: skip
+    deadline = time.monotonic() + 30
+    while client.scard("rq:workers") < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("workers did not start")
+        time.sleep(0.05)
+    return workers
+
+
+def stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait(30)
+
+
+def wait_until(check, timeout: float = 300) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(0.01)
+
+
+def body(lead_id: str, seq: int) -> bytes:
+    data = json.loads(json.dumps(SAMPLE))
+    data["lead"]["id"] = {"nomalizeData": lead_id, "rawData": lead_id}
+    data["lead"]["cf_number_seq"] = {"nomalizeData": seq, "rawData": seq}
+    return json.dumps(data).encode()
+
+
+def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool) -> float:
+    bodies = [body(f"L{i}" if distinct else "HOT", i) for i in range(count)]
+    application = intake.settings.applications[0]
+    started = time.perf_counter()
+    for data in bodies:
+        intake.receive("lead.updated" if not distinct else "lead.created", data, application)
+    wait_until(lambda: client.zcard(WAITING_QUEUES) == 0 and client.llen("rq:queue:events") == 0)
+    return count / (time.perf_counter() - started)
+
+
+def run_noop(client: redis.Redis, count: int) -> float:
+    queue = Queue("events", connection=client, serializer=JSONSerializer)
+    registry = StartedJobRegistry(queue=queue)
+    started = time.perf_counter()
+    with client.pipeline() as pipe:
+        for _ in range(count):
+            queue.enqueue("os.getpid", result_ttl=0, pipeline=pipe)
+        pipe.execute()
+    wait_until(lambda: client.llen("rq:queue:events") == 0 and registry.count == 0)
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000)
+    arguments = parser.parse_args()
+    results: dict[tuple[int, str], float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        config = work / "hana-rules.yaml"
+        config.write_text(f"rules_dir: {ROOT / 'rules'}\ndata_dir: {work / 'var'}\nlog_format: text\n")
+        with EmbeddedRedis(work / "redis") as server:
+            client = redis.Redis.from_url(server.url)
+            settings = with_generated_tokens(replace(load_settings(config, env={}), redis_url=server.url))
+            intake = Intake(settings, EventStore(client, retention=3600), Journal(work / "var"))
+            for workers in (1, 2):
+                client.flushall()
+                processes = start_workers(workers, config, server.url, client)
+                try:
+                    results[(workers, "no-op RQ jobs")] = run_noop(client, arguments.events)
+                    results[(workers, "1,000+ distinct leads")] = run_events(intake, client, arguments.events, True)
+                    results[(workers, "one hot lead")] = run_events(intake, client, arguments.events, False)
+                finally:
+                    stop(processes)
+    print(f"\nevents/s through process_event ({arguments.events} events each; example rules; "
+          f"accept + state + evaluation + commit)")  # fmt: skip
+    print(f"{'':24} {'1 worker':>10} {'2 workers':>10}")
+    for name in ("no-op RQ jobs", "1,000+ distinct leads", "one hot lead"):
+        print(f"{name:24} {results[(1, name)]:>10.0f} {results[(2, name)]:>10.0f}")
+    for workers in (1, 2):
+        noop = results[(workers, "no-op RQ jobs")]
+        print(f"{workers} worker(s): distinct leads at {results[(workers, '1,000+ distinct leads')] / noop:.2f}x "
+              f"the no-op rate, hot lead at {results[(workers, 'one hot lead')] / noop:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
