@@ -67,6 +67,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "properties": {
                 "allow_hosts": {"type": "array", "items": _TEXT},
                 "timeout": _DURATION,
+                "telegram_api": _TEXT,
             },
         },
         "smtp": {
@@ -110,6 +111,7 @@ class Application:
 class Outbound:
     allow_hosts: tuple[str, ...] = ("hooks.slack.com", "api.telegram.org")
     timeout: float = 10.0
+    telegram_api: str = "https://api.telegram.org"
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ def _resolve(
         outbound=Outbound(
             allow_hosts=tuple(h.lower() for h in outbound_raw.get("allow_hosts", out_defaults.allow_hosts)),
             timeout=duration("outbound.timeout", outbound_raw.get("timeout", out_defaults.timeout)),
+            telegram_api=outbound_raw.get("telegram_api", out_defaults.telegram_api).rstrip("/"),
         ),
         smtp=None
         if smtp_raw is None

@@ -202,3 +202,63 @@ def _check_type(entity: str, name: str, value: Any, warnings: list[str]) -> None
 def now_iso() -> str:
     """The current UTC time as ISO 8601 with milliseconds and `Z`, as Hana writes dates."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class UpdateValueError(ValueError):
+    """A rendered value cannot be given the type Hana expects for its attribute."""
+
+
+def hana_date(value: Any) -> str:
+    """The date format of Hana attributes: `yyyy-MM-dd'T'HH:mm:ss.SSSZ` in UTC."""
+    moment = parse_hana_date(value)
+    if moment is None:
+        raise UpdateValueError(f"{value!r} is not a date (ISO 8601 or dd-MM-yyyy)")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def type_update_value(attribute: str, value: Any) -> Any:
+    """The value as Hana's update API expects it for this attribute (SPEC §6).
+
+    `cf_number_*` numbers, `cf_enum_*` and `baseSourceInput` arrays, `cf_date_*` Hana dates;
+    other attributes as rendered. None (clearing a value) passes through.
+    """
+    if value is None:
+        return None
+    if attribute.startswith("cf_number_"):
+        if isinstance(value, bool):
+            raise UpdateValueError(f"{attribute} needs a number, got {value!r}")
+        if isinstance(value, int | float):
+            return value
+        text = str(value).strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                raise UpdateValueError(f"{attribute} needs a number, got {value!r}") from None
+    if attribute.startswith("cf_enum_") or attribute == "baseSourceInput":
+        if isinstance(value, list):
+            return value
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        raise UpdateValueError(f"{attribute} needs an array, got {value!r}")
+    if attribute.startswith("cf_date_"):
+        return hana_date(value)
+    return value
+
+
+def update_body(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body of Hana's update API from a rendered `hana_update` action."""
+    body: dict[str, Any] = {}
+    for entity in ENTITIES:
+        part = payload.get(entity)
+        if part is None:
+            continue
+        if not isinstance(part, Mapping) or part.get("id") in (None, ""):
+            raise UpdateValueError(f"{entity}.id is required and rendered empty")
+        body[entity] = {name: type_update_value(name, value) for name, value in part.items()}
+        body[entity]["id"] = str(body[entity]["id"])
+    if not body:
+        raise UpdateValueError("nothing to update: give lead or opportunity")
+    return body

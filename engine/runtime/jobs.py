@@ -22,12 +22,14 @@ from typing import Any
 import redis
 from rq import Retry, get_current_job
 
+from engine.actions.outbound import OutboundClient, OutboundPolicy
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.hana import entity_of, normalize
 from engine.redaction import redact
 from engine.rules.compiler import load_rule_set
 from engine.rules.ruleset import Evaluation, RuleResult, RuleSet
 from engine.rules.templates import TemplateRenderError
+from engine.runtime.actions import ActionStore, plan_actions
 from engine.runtime.events import (
     ENTITY_QUEUE_PREFIX,
     WAITING_QUEUES,
@@ -37,9 +39,19 @@ from engine.runtime.events import (
     entity_key,
     event_key,
 )
-from engine.runtime.queues import EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT, PROCESS_EVENT_RETRIES, queue
-from engine.runtime.state_store import Commit, StateChange, StateStore
-from engine.runtime.throttle import Throttle
+from engine.runtime.queues import (
+    ACTIONS_QUEUE,
+    EVENTS_QUEUE,
+    JOB_TIMEOUT,
+    PROCESS_EVENT,
+    PROCESS_EVENT_RETRIES,
+    RESUME_DELAYED,
+    RUN_ACTION,
+    JobTemplate,
+    queue,
+)
+from engine.runtime.state_store import Commit, CommitPlan, StateChange, StateStore
+from engine.runtime.throttle import SlidingWindow
 from engine.state import apply_known_state
 
 log = logging.getLogger(__name__)
@@ -62,10 +74,17 @@ class WorkerContext:
 
     def __post_init__(self) -> None:
         self.events = EventStore(self.connection, retention=self.settings.retention)
-        self.states = StateStore(self.connection)
-        self.throttle = Throttle(self.connection)
+        self.states = StateStore(self.connection, retention=self.settings.retention)
+        self.actions = ActionStore(self.connection)
+        self.throttle = SlidingWindow(self.connection, "hr:throttle:")
+        self.loop_guard = SlidingWindow(self.connection, "hr:guard:")
         self.release = self.connection.register_script(_RELEASE)
         self.secrets = self.settings.secrets | self.rule_set.secrets
+        self.outbound = OutboundClient(
+            OutboundPolicy.from_settings(self.settings), timeout=self.settings.outbound.timeout
+        )
+        self.run_template = JobTemplate.build(self.connection, RUN_ACTION, ACTIONS_QUEUE, arity=3)
+        self.resume_template = JobTemplate.build(self.connection, RESUME_DELAYED, ACTIONS_QUEUE, arity=3)
 
 
 _context: WorkerContext | None = None
@@ -161,33 +180,26 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
     event = context.events.load(event_id)
     entity = entity_key(event.application_id, event.type, event.entity_id) if event else ""
 
-    def commit(change: StateChange, state: dict[str, Any] | None, fields: dict[str, Any]) -> Commit:
-        encoded = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, separators=(",", ":"),
-                                                              default=str) for k, v in fields.items()}  # fmt: skip
-        return context.states.commit(
-            lock_key=lock_key, token=token, queue_key=queue_key, event_key=event_key(event_id),
-            event_id=event_id, entity_key=entity, change=change, state=state, event_fields=encoded,
-            lock_ttl_ms=LOCK_TTL_MS,
-        )  # fmt: skip
+    def commit(plan: CommitPlan) -> Commit:
+        return context.states.commit(plan, lock_key=lock_key, token=token, queue_key=queue_key,
+                                     event_key=event_key(event_id), event_id=event_id, entity_key=entity,
+                                     lock_ttl_ms=LOCK_TTL_MS)  # fmt: skip
 
     if event is None or event.status in (EventStatus.DONE, EventStatus.QUARANTINED, EventStatus.FAILED):
-        return commit(StateChange.KEEP, None, {})  # nothing (more) to do: just take it off the queue
+        return commit(CommitPlan())  # nothing (more) to do: just take it off the queue
     context.events.start_processing(event_id)
     try:
-        change, state, fields = evaluate_event(context, event)
+        plan = evaluate_event(context, event)
     except (redis.RedisError, TimeoutError):
         raise  # Redis trouble: the job fails and RQ retries it; nothing was committed
     except Exception as exc:  # a poison event must not block its entity's queue
         log.exception("event %s: processing failed", event_id)
-        return commit(
-            StateChange.KEEP, None, {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
-        )
-    return commit(change, state, fields)
+        failed = {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
+        return commit(CommitPlan(event_fields=failed))
+    return commit(plan)
 
 
-def evaluate_event(
-    context: WorkerContext, event: StoredEvent
-) -> tuple[StateChange, dict[str, Any] | None, dict[str, Any]]:
+def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     settings, rule_set = context.settings, context.rule_set
     application = settings.application(event.application_id)
     if application is None and settings.uses_default_application:
@@ -197,13 +209,15 @@ def evaluate_event(
                            application_name=application.name if application else None)  # fmt: skip
     rule_context = normalized.context
     entity = entity_of(event.type)
+    the_entity = entity_key(event.application_id, event.type, event.entity_id)
     entity_attributes = dict(rule_context.get(entity) or {})
-    known = (
-        context.states.load(entity_key(event.application_id, event.type, event.entity_id)) if event.entity_id else None
-    )
+    known = context.states.load(the_entity) if event.entity_id else None
     apply_known_state(rule_context, known)
+    echo = event.entity_id is not None and context.actions.is_echo(the_entity, rule_context)
+    rule_context["event"]["echo"] = echo
     evaluation = rule_set.evaluate(rule_context, body=body, trace=True)
     apply_throttles(context, evaluation, rule_context, event.id)
+    apply_loop_guard(context, evaluation, the_entity, event.id)
 
     if event.entity_id is None:
         change, state = StateChange.KEEP, None
@@ -213,10 +227,14 @@ def evaluate_event(
         change, state = StateChange.SET, entity_attributes
     else:
         change, state = StateChange.SET, {**(known or {}), **entity_attributes}
+    records, jobs_ = plan_actions(evaluation.matched, event_id=event.id, application_id=event.application_id,
+                                  entity_key=the_entity, run_template=context.run_template,
+                                  resume_template=context.resume_template)  # fmt: skip
     secrets_ = context.secrets
     fields = {
         "status": EventStatus.DONE.value,
         "processed_by": f"{socket.gethostname()}:{os.getpid()}",
+        "echo": echo,
         "context": redact(rule_context, secrets_),
         "warnings": list(event.warnings + normalized.warnings),
         "version": rule_set.version,
@@ -224,8 +242,27 @@ def evaluate_event(
         "evaluation": redact(evaluation.as_json(), secrets_),
         "actions": redact(pending_actions(evaluation), secrets_),
     }
-    log.info("event %s: %s processed, matched %s", event.id, event.type, fields["matched"])
-    return change, state, fields
+    log.info("event %s: %s processed, matched %s%s", event.id, event.type, fields["matched"], " (echo)" if echo else "")
+    return CommitPlan(change=change, state=state, event_fields=fields, records=records, jobs=jobs_)
+
+
+def apply_loop_guard(context: WorkerContext, evaluation: Evaluation, the_entity: str, event_id: str) -> None:
+    """SPEC §6 Loops: a rule acts on one entity at most `limit` times per `per`, else it is held."""
+    guard = context.settings.loop_guard
+    for result in evaluation.matched:
+        if result.skipped or not result.actions:
+            continue
+        name = f"{result.rule.id}:{the_entity}"
+        hold_key = f"hr:hold:{name}"
+        if context.connection.exists(hold_key):
+            _skip(result, f"loop guard: held for this {the_entity.split(':')[1]} (acted more than {guard.limit} "
+                          f"times in {guard.per:g}s)")  # fmt: skip
+        elif not context.loop_guard.allow(name, per=guard.per, limit=guard.limit, event_id=event_id):
+            context.connection.set(hold_key, event_id, ex=max(int(guard.hold), 1))
+            log.warning("event %s rule %s: loop guard holds it for %s for %gs", event_id, result.rule.id,
+                        the_entity, guard.hold)  # fmt: skip
+            _skip(result, f"loop guard: acted more than {guard.limit} times in {guard.per:g}s on this entity; "
+                          f"held for {guard.hold:g}s")  # fmt: skip
 
 
 def apply_throttles(
@@ -242,7 +279,8 @@ def apply_throttles(
         except TemplateRenderError as exc:
             _skip(result, f"throttle key could not be rendered ({exc}); not run")
             continue
-        if not context.throttle.allow(result.rule.id, key, per=throttle.per, limit=throttle.limit, event_id=event_id):
+        name = f"{result.rule.id}:{key}"
+        if not context.throttle.allow(name, per=throttle.per, limit=throttle.limit, event_id=event_id):
             _skip(
                 result, f"throttled: already ran {throttle.limit} time(s) in the last {throttle.per:g}s for key {key!r}"
             )
@@ -258,6 +296,8 @@ def pending_actions(evaluation: Evaluation) -> list[dict[str, Any]]:
     """The actions to run, in order, as SPEC §8 lists them on an event."""
     actions = []
     for result in evaluation.matched:
+        if result.skipped:
+            continue
         for action in result.actions:
             entry = {"rule": result.rule.id, **action.as_json(), "status": "failed" if action.error else "pending",
                      "attempts": []}  # fmt: skip

@@ -22,12 +22,19 @@ from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
 EVENTS_QUEUE = "events"
+ACTIONS_QUEUE = "actions"
 PROCESS_EVENT = "engine.runtime.jobs.process_event"
+RUN_ACTION = "engine.runtime.actions.run_action"
+RESUME_DELAYED = "engine.runtime.actions.resume_delayed"
 #: A job runs at most this long; with SimpleWorker's heartbeat TTL (timeout + 60 s) and the
 #: workers' 15 s maintenance, the work of a dead worker is taken up within 2 minutes.
 JOB_TIMEOUT = 30
 PROCESS_EVENT_RETRIES = 3
-_PLACEHOLDER = "__hana_rules_event_id__"
+SCHEDULED_PREFIX = "rq:scheduled:"
+
+
+def _placeholder(index: int) -> str:
+    return f"__hana_rules_arg{index}__"
 
 
 def event_job_id(event_id: str) -> str:
@@ -41,29 +48,39 @@ def queue(connection: redis.Redis, name: str = EVENTS_QUEUE) -> Queue:
 
 @dataclass(frozen=True)
 class JobTemplate:
-    """The fields of an RQ job hash for `process_event(<event id>)`, minus what varies."""
+    """The fields of an RQ job hash for `function(<ids>)`, minus what varies.
+
+    Built once by RQ itself, so Lua scripts can write jobs RQ workers run, atomically
+    with the data they belong to.
+    """
 
     queue_key: str
     queues_key: str
     job_key_prefix: str
+    scheduled_key: str
     fields: tuple[tuple[str, bytes | str | int], ...]
     data: bytes
+    arity: int
 
     @classmethod
     def for_events(cls, connection: redis.Redis) -> JobTemplate:
-        events = queue(connection)
+        return cls.build(connection, PROCESS_EVENT, EVENTS_QUEUE, arity=1)
+
+    @classmethod
+    def build(cls, connection: redis.Redis, function: str, queue_name: str, *, arity: int) -> JobTemplate:
+        target = queue(connection, queue_name)
         job = Job.create(
-            PROCESS_EVENT,
-            args=[_PLACEHOLDER],
-            id=event_job_id("template"),
+            function,
+            args=[_placeholder(i) for i in range(arity)],
+            id="template",
             connection=connection,
             serializer=JSONSerializer,
             timeout=JOB_TIMEOUT,
-            result_ttl=0,  # the outcome lives on the event, not in RQ
+            result_ttl=0,  # outcomes live on events and actions, not in RQ
             failure_ttl=7 * 86400,
-            retry=Retry(max=PROCESS_EVENT_RETRIES),
+            retry=Retry(max=PROCESS_EVENT_RETRIES),  # re-run after a worker died mid-job
         )
-        job.origin = events.name
+        job.origin = target.name
         job.enqueued_at = datetime.now(UTC)
         # Empty fields are what RQ's Job.restore reads as absent; leaving them out halves the
         # arguments of the receiver's one Redis call. A real worker consumes these jobs in the tests.
@@ -72,21 +89,26 @@ class JobTemplate:
             for key, value in job.to_dict().items()
             if key not in ("data", "created_at", "enqueued_at") and value != ""
         }
-        fields["description"] = "process_event"
+        fields["description"] = function.rsplit(".", 1)[1]
         fields["status"] = "queued"
         return cls(
-            queue_key=events.key,
+            queue_key=target.key,
             queues_key=Queue.redis_queues_keys,
             job_key_prefix=Job.redis_job_namespace_prefix,
+            scheduled_key=f"{SCHEDULED_PREFIX}{target.name}",
             fields=tuple(fields.items()),
             data=job.data,
+            arity=arity,
         )
 
-    def job_fields(self, event_id: str) -> list[bytes | str | int]:
-        """Flat field/value list of the job hash for one event."""
-        data = self.data.replace(json.dumps(_PLACEHOLDER).encode(), json.dumps(event_id).encode())
+    def job_fields(self, *args: str, status: str = "queued") -> list[bytes | str | int]:
+        """Flat field/value list of the job hash for these arguments."""
+        assert len(args) == self.arity
+        data = self.data
+        for index, value in enumerate(args):
+            data = data.replace(json.dumps(_placeholder(index)).encode(), json.dumps(value).encode())
         stamp = utcformat(datetime.now(UTC))
         flat: list[bytes | str | int] = ["data", zlib.compress(data), "created_at", stamp, "enqueued_at", stamp]
         for key, value in self.fields:
-            flat += [key, value]
+            flat += [key, status if key == "status" else value]
         return flat

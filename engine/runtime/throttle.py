@@ -1,8 +1,8 @@
-"""`throttle: {key, per, limit}`: at most `limit` runs per `per` for each rendered key, across workers.
+"""Sliding windows in Redis: rule throttles and the loop guard, holding across workers.
 
-A sliding window in Redis (a sorted set of the events that ran), so it holds
-however many workers share the Redis. The same event asking twice (processed
-again after a crash) is answered as the first time, without using a slot.
+A sorted set of the events that ran, per window key. The same event asking
+twice (processed again after a crash) is answered as the first time without
+using a slot.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ return 1
 """
 
 
-class Throttle:
-    def __init__(self, connection: redis.Redis) -> None:
+class SlidingWindow:
+    def __init__(self, connection: redis.Redis, prefix: str) -> None:
+        self.prefix = prefix
         self._allow = connection.register_script(_SLIDING_WINDOW)
 
-    def allow(self, rule_id: str, key: str, *, per: float, limit: int, event_id: str) -> bool:
-        digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+    def allow(self, name: str, *, per: float, limit: int, event_id: str) -> bool:
+        """Whether `event_id` may run within `limit` runs per `per` seconds for `name`."""
+        digest = hashlib.blake2b(name.encode(), digest_size=12).hexdigest()
         window_ms = max(int(per * 1000), 1)
         now_ms = time.time_ns() // 1_000_000
-        return bool(self._allow(keys=[f"hr:throttle:{rule_id}:{digest}"], args=[now_ms, window_ms, limit, event_id]))
+        return bool(self._allow(keys=[f"{self.prefix}{digest}"], args=[now_ms, window_ms, limit, event_id]))

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 from engine.config import Settings
 from engine.rules.ruleset import RuleSet
 from engine.runtime import jobs
-from engine.runtime.queues import EVENTS_QUEUE, queue
+from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def build_worker(
 ) -> HanaWorker:
     jobs.configure(settings, connection, rule_set)
     return HanaWorker(
-        [queue(connection, EVENTS_QUEUE)],
+        [queue(connection, EVENTS_QUEUE), queue(connection, ACTIONS_QUEUE)],
         connection=connection,
         serializer=JSONSerializer,
         name=name,

@@ -16,7 +16,7 @@ from engine.rules.compiler import compile_texts
 from engine.runtime import jobs
 from engine.runtime.connection import receiver_client
 from engine.runtime.events import WAITING_QUEUES, EventStatus, EventStore
-from engine.runtime.state_store import Commit, StateChange
+from engine.runtime.state_store import Commit, CommitPlan, StateChange
 from engine.runtime.worker import build_worker
 from engine.web.app import create_app
 from tests.conftest import SHOP_A, SHOP_A_TOKEN
@@ -194,9 +194,9 @@ def test_a_worker_that_lost_its_entity_cannot_apply_a_state_change_twice(
     assert EventStore(redis_client, retention=60).load(event_id).status is EventStatus.DONE
     # The frozen worker wakes up and tries to commit what it computed: refused, nothing applied twice.
     late = context.states.commit(
+        CommitPlan(change=StateChange.SET, state={"id": "L7", "x": 1}, event_fields={"status": "done"}),
         lock_key=lock_key, token="frozen-worker", queue_key=queue_key, event_key=f"hr:event:{event_id}",
-        event_id=event_id, entity_key=f"{SHOP_A}:lead:L7", change=StateChange.SET, state={"id": "L7", "x": 1},
-        event_fields={"status": "done"}, lock_ttl_ms=1000,
+        event_id=event_id, entity_key=f"{SHOP_A}:lead:L7", lock_ttl_ms=1000,
     )  # fmt: skip
     assert late in (Commit.LOST_LOCK, Commit.NOT_HEAD)
     assert state_of(redis_client, "L7") == {"id": "L7", "baseName": "An"}

@@ -1,0 +1,1 @@
+"""Doing what matched rules say: Hana updates and notifications, each its own retried job."""
