@@ -112,10 +112,10 @@ def _rules_dir(settings: Settings, directory: str | None) -> Path:
 @with_settings(tokens=False)
 def check(settings: Settings, directory: str | None) -> None:
     """Validate every rule file; one line per error, exit 1 when there is any."""
-    from engine.rules.compiler import load_rule_set
+    from engine.runtime.loading import load_rules
 
     rules_dir = _rules_dir(settings, directory)
-    rule_set = load_rule_set(rules_dir)
+    rule_set = load_rules(settings, rules_dir)
     files = len({rule.file for rule in rule_set.rules})
     click.echo(f"OK: {len(rule_set.rules)} rules in {files} files under {rules_dir} (version {rule_set.version})")
 
@@ -137,15 +137,15 @@ def simulate(settings: Settings, event_type: str, file: Any, previous_file: Any,
     """Show which rules an event (a Hana body in FILE, - for stdin) matches, and why; nothing is sent."""
     from engine.hana import EVENT_TYPES, canonical_event_type
     from engine.redaction import redact
-    from engine.rules.compiler import load_rule_set
     from engine.rules.testing import simulate as run
+    from engine.runtime.loading import load_rules
 
     canonical = canonical_event_type(event_type)
     if canonical is None:
         raise click.UsageError(f"unknown event type {event_type!r}; use one of {', '.join(EVENT_TYPES)}")
     payload = _read_json(file, "the event file")
     previous = _read_json(previous_file, "the --previous file") if previous_file else None
-    rule_set = load_rule_set(_rules_dir(settings, directory))
+    rule_set = load_rules(settings, _rules_dir(settings, directory))
     evaluation = redact(run(rule_set, canonical, payload, previous).as_json(), rule_set.secrets)
     if as_json:
         click.echo(json.dumps(evaluation, ensure_ascii=False, indent=2))
@@ -160,10 +160,10 @@ def simulate(settings: Settings, event_type: str, file: Any, previous_file: Any,
 @with_settings(tokens=False)
 def run_tests(settings: Settings, directory: str | None) -> None:
     """Run the `tests:` blocks of the rule files offline; exit 1 when any fails."""
-    from engine.rules.compiler import load_rule_set
     from engine.rules.testing import run_rule_tests
+    from engine.runtime.loading import load_rules
 
-    rule_set = load_rule_set(_rules_dir(settings, directory))
+    rule_set = load_rules(settings, _rules_dir(settings, directory))
     outcomes = run_rule_tests(rule_set)
     for outcome in outcomes:
         test = outcome.test
@@ -183,6 +183,77 @@ def schema() -> None:
     from engine.rules.schema import SCHEMA
 
     click.echo(json.dumps(SCHEMA, indent=2))
+
+
+def _redis(settings: Settings) -> Any:
+    """The Redis of a running installation: redis_url, REDIS_URL, or what `serve` recorded in data_dir."""
+    from engine.runtime.connection import worker_client
+    from engine.runtime.supervisor import read_runtime
+
+    url = settings.redis_url or (read_runtime(settings.data_dir) or {}).get("redis_url")
+    if not url:
+        raise click.ClickException(
+            f"no Redis: set REDIS_URL, or start `hana-rules serve` (data_dir {settings.data_dir})"
+        )
+    return worker_client(str(url))
+
+
+@main.group()
+def failed() -> None:
+    """Dead letters: actions that failed for good, and parked Hana updates."""
+
+
+@failed.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@with_settings
+def failed_list(settings: Settings, as_json: bool, limit: int) -> None:
+    """List dead letters, newest first (requests shown with secrets masked)."""
+    from engine.runtime.actions import ActionStore
+
+    letters = [record.as_dead_letter() for record in ActionStore(_redis(settings)).dead_letters(limit)]
+    if as_json:
+        click.echo(json.dumps({"failed": letters}, ensure_ascii=False, indent=2))
+        return
+    if not letters:
+        click.echo("No failed actions.")
+        return
+    click.echo(f"{'ID':<48} {'STATUS':<7} {'KIND':<12} {'TRIES':>5}  ERROR")
+    for letter in letters:
+        error = (letter["error"] or "")[:70]
+        click.echo(
+            f"{letter['id']:<48} {letter['status']:<7} {letter['kind']:<12} {len(letter['attempts']):>5}  {error}"
+        )
+
+
+@failed.command(name="retry")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every dead letter and parked action.")
+@with_settings
+def failed_retry(settings: Settings, ids: tuple[str, ...], retry_all: bool) -> None:
+    """Retry dead letters; retrying a parked action resumes its whole application."""
+    from engine.runtime.actions import ActionStore
+
+    store = ActionStore(_redis(settings))
+    targets = [record.id for record in store.dead_letters(10_000)] if retry_all else list(ids)
+    if not targets:
+        raise click.UsageError("give the ids to retry (see `hana-rules failed list`), or --all")
+    retried = sum(store.retry(identifier) for identifier in targets)
+    click.echo(f"{retried} action(s) queued again")
+    if retried < len(targets):
+        raise click.ClickException(f"{len(targets) - retried} id(s) are not failed or parked actions")
+
+
+@failed.command(name="purge")
+@click.argument("ids", nargs=-1)
+@with_settings
+def failed_purge(settings: Settings, ids: tuple[str, ...]) -> None:
+    """Forget dead letters (all of them when no id is given)."""
+    from engine.runtime.actions import ActionStore
+
+    store = ActionStore(_redis(settings))
+    purged = sum(store.purge(identifier) for identifier in ids) if ids else store.purge()
+    click.echo(f"{purged} dead letter(s) purged")
 
 
 def _read_json(handle: Any, what: str) -> Any:

@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 MASK = "***"
+#: Keys whose values are credentials wherever they appear (a Slack webhook URL is one).
 SECRET_KEYS = frozenset(("authorization", "access_token", "bot_token", "password", "token", "webhook_token",
-                         "x-webhook-token", "api_key", "secret"))  # fmt: skip
+                         "x-webhook-token", "api_key", "secret", "webhook_url", "admin_token"))  # fmt: skip
 
 
 def redact(value: Any, secrets: Iterable[str] = ()) -> Any:

@@ -58,8 +58,12 @@ def worker_processes(config: Path, redis_url: str, count: int) -> Iterator[list[
 
     environment = {**os.environ, "REDIS_URL": redis_url}
     processes = [
-        subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--config", str(config)], env=environment,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "worker", "--config", str(config)],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         for _ in range(count)
     ]
     try:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,17 +40,14 @@ class RefusedHost(ActionError):
 
 @dataclass(frozen=True)
 class OutboundPolicy:
-    allowed_hosts: frozenset[str]
+    allowed_hosts: frozenset[str]  # outbound.allow_hosts: names, IPs, CIDR ranges, *.wildcards
+    update_hosts: frozenset[str] = frozenset()  # the applications' update URL hosts: names only
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OutboundPolicy:
-        hosts = {h.lower().strip() for h in settings.outbound.allow_hosts}
-        for app in settings.applications:
-            if app.hana_update_url:
-                host = urlsplit(app.hana_update_url).hostname
-                if host:
-                    hosts.add(host.lower())
-        return cls(frozenset(hosts))
+        hosts = frozenset(h.lower().strip() for h in settings.outbound.allow_hosts)
+        update_hosts = {urlsplit(app.hana_update_url).hostname for app in settings.applications if app.hana_update_url}
+        return cls(hosts, frozenset(h.lower() for h in update_hosts if h))
 
     def host_allowed(self, host: str) -> bool:
         host = host.lower().strip("[]")
@@ -58,8 +56,10 @@ class OutboundPolicy:
                 return True
         except ValueError:
             pass
-        return host in self.allowed_hosts or any(
-            pattern.startswith("*.") and host.endswith(pattern[1:]) for pattern in self.allowed_hosts
+        return (
+            host in self.allowed_hosts
+            or host in self.update_hosts
+            or any(pattern.startswith("*.") and host.endswith(pattern[1:]) for pattern in self.allowed_hosts)
         )
 
     def check_url(self, url: str) -> str:
@@ -74,6 +74,7 @@ class OutboundPolicy:
         return parts.hostname
 
     def internal_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Only an address or range listed in allow_hosts opens an internal address."""
         for entry in self.allowed_hosts:
             try:
                 if ip in ipaddress.ip_network(entry, strict=False):
@@ -215,8 +216,12 @@ def _refusal(exc: BaseException) -> str | None:
     return None
 
 
+_URL_PATH = re.compile(r"(url: )\S+|(https?://[^/\s'\"]+)/[^\s'\"]*")
+
+
 def _short(exc: BaseException) -> str:
-    text = str(exc)
+    """The error without any URL path: a Telegram path holds the bot token."""
+    text = _URL_PATH.sub(lambda m: f"{m.group(1)}<path hidden>" if m.group(1) else f"{m.group(2)}/…", str(exc))
     return text if len(text) < 300 else text[:297] + "…"
 
 

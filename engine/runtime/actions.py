@@ -67,23 +67,35 @@ class ActionRecord:
     response: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     attempt_base: int = 0  # attempts before the last admin retry
+    request: Any = None  # redacted copy, kept with a dead letter
 
-    def as_json(self, secrets: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    def as_dead_letter(self) -> dict[str, Any]:
+        """SPEC §8's shape; the request is the redacted copy, the payload is never shown."""
         return redact({
-            "id": self.id, "event_id": self.event_id, "rule": self.rule, "index": self.index, "kind": self.kind,
-            "status": self.status, "payload": self.payload, "error": self.error, "response": self.response,
-            "attempts": self.attempts,
-        }, secrets)  # fmt: skip
+            "id": self.id, "event_id": self.event_id, "rule": self.rule, "kind": self.kind, "status": self.status,
+            "error": self.error, "attempts": self.attempts, "request": self.request, "response": self.response,
+        })  # fmt: skip
+
+
+#: Fields of an action record that always hold JSON (a `log` payload is a JSON string too).
+JSON_FIELDS = frozenset(("payload", "attempts", "response", "request"))
+
+
+def record_fields(**values: Any) -> dict[str, str]:
+    """One encoding for every write of an action record."""
+    return {
+        name: json.dumps(value, ensure_ascii=False, default=str) if name in JSON_FIELDS else str(value)
+        for name, value in values.items()
+    }
 
 
 def new_record(event_id: str, result: RuleResult, action: RenderedAction, *, status: str,
-               application_id: str | None, entity_key: str | None) -> dict[str, Any]:  # fmt: skip
-    return {
-        "event_id": event_id, "rule": result.rule.id, "index": action.index, "kind": action.kind,
-        "status": status, "payload": action.payload, "application_id": application_id or "",
-        "entity_key": entity_key or "", "attempts": [], "attempt_base": 0, "error": action.error or "",
-        "created_at": now_iso(),
-    }  # fmt: skip
+               application_id: str | None, entity_key: str | None) -> dict[str, str]:  # fmt: skip
+    return record_fields(
+        event_id=event_id, rule=result.rule.id, index=action.index, kind=action.kind, status=status,
+        payload=action.payload, application_id=application_id or "", entity_key=entity_key or "", attempts=[],
+        attempt_base=0, error=action.error or "", created_at=now_iso(),
+    )  # fmt: skip
 
 
 class ActionStore:
@@ -100,13 +112,11 @@ class ActionStore:
             application_id=raw.get("application_id") or None, entity_key=raw.get("entity_key") or None,
             error=raw.get("error") or None, response=json.loads(raw["response"]) if raw.get("response") else None,
             attempts=json.loads(raw.get("attempts") or "[]"), attempt_base=int(raw.get("attempt_base") or 0),
+            request=json.loads(raw["request"]) if raw.get("request") else None,
         )  # fmt: skip
 
     def update(self, identifier: str, **values: Any) -> None:
-        encoded = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
-                   for k, v in values.items()}  # fmt: skip
-        encoded["updated_at"] = now_iso()
-        self.connection.hset(action_key(identifier), mapping=encoded)
+        self.connection.hset(action_key(identifier), mapping=record_fields(**values, updated_at=now_iso()))
 
     def for_event(self, event_id: str) -> list[ActionRecord]:
         found = []
@@ -117,10 +127,13 @@ class ActionStore:
         return sorted(found, key=lambda r: (r.rule, r.index))
 
     # dead letters --------------------------------------------------------------------------
-    def dead_letter(self, identifier: str, error: str, response: Response | None) -> None:
+    def dead_letter(self, identifier: str, error: str, response: Response | None, *, request: Any) -> None:
+        """`request`: what was sent, already redacted: the only form an admin ever sees."""
         with self.connection.pipeline() as pipe:
-            pipe.hset(action_key(identifier), mapping={"status": "failed", "error": error, "updated_at": now_iso(),
-                      "response": json.dumps(response.as_json() if response else None)})  # fmt: skip
+            pipe.hset(action_key(identifier), mapping=record_fields(
+                status="failed", error=error, updated_at=now_iso(),
+                response=response.as_json() if response else None, request=request,
+            ))  # fmt: skip
             pipe.zadd(DEAD_LETTERS, {identifier: time.time()})
             pipe.execute()
 
@@ -135,11 +148,14 @@ class ActionStore:
     def is_parked(self, application: str) -> bool:
         return bool(self.connection.sismember(PARKED_APPS, application))
 
-    def park(self, application: str, identifier: str, reason: str) -> None:
+    def park(self, application: str, identifier: str, reason: str, *, request: Any = None) -> None:
+        values = record_fields(status="parked", error=reason, updated_at=now_iso())
+        if request is not None:
+            values.update(record_fields(request=request))
         with self.connection.pipeline() as pipe:
             pipe.sadd(PARKED_APPS, application)
             pipe.sadd(PARKED_PREFIX + application, identifier)
-            pipe.hset(action_key(identifier), mapping={"status": "parked", "error": reason, "updated_at": now_iso()})
+            pipe.hset(action_key(identifier), mapping=values)
             pipe.execute()
 
     # admin ---------------------------------------------------------------------------------
@@ -296,14 +312,16 @@ def run_action(event_id: str, rule_id: str, index: str) -> str:
         log.warning("event %s rule %s: %s action failed (attempt %d): %s", event_id, rule_id, record.kind, attempt,
                     redact(str(exc), context.secrets))  # fmt: skip
         if exc.park:
-            store.park(application_key, identifier, str(exc))
+            shown = redact({"kind": record.kind, "payload": record.payload}, context.secrets)
+            store.park(application_key, identifier, str(exc), request=shown)
             return "parked"
         if exc.retryable and attempt < settings.delivery.max_attempts:
             delay = next_delay(attempt, settings.delivery, exc.retry_after)
             store.update(identifier, status="retrying", next_attempt_in=f"{delay:.1f}s")
             enqueue_action(context.connection, identifier, attempt=len(record.attempts) + 2, delay=delay)
             return "retrying"
-        store.dead_letter(identifier, str(exc), exc.response)
+        shown = redact({"kind": record.kind, "payload": record.payload}, context.secrets)
+        store.dead_letter(identifier, redact(str(exc), context.secrets), exc.response, request=shown)
         return "failed"
     # The completion record, written the moment the answer arrived.
     store.update(identifier, status="done", error="", attempts=[*record.attempts, _attempt(started, response, None)],

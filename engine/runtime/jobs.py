@@ -26,7 +26,6 @@ from engine.actions.outbound import OutboundClient, OutboundPolicy
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.hana import entity_of, normalize
 from engine.redaction import redact
-from engine.rules.compiler import load_rule_set
 from engine.rules.ruleset import Evaluation, RuleResult, RuleSet
 from engine.rules.templates import TemplateRenderError
 from engine.runtime.actions import ActionStore, plan_actions
@@ -39,6 +38,7 @@ from engine.runtime.events import (
     entity_key,
     event_key,
 )
+from engine.runtime.loading import load_rules
 from engine.runtime.queues import (
     ACTIONS_QUEUE,
     EVENTS_QUEUE,
@@ -93,7 +93,7 @@ _context: WorkerContext | None = None
 def configure(settings: Settings, connection: redis.Redis, rule_set: RuleSet | None = None) -> WorkerContext:
     """Load the rule set (raising RuleSetError listing every mistake) and share it with every job."""
     global _context
-    rule_set = rule_set or load_rule_set(settings.rules_dir)
+    rule_set = rule_set or load_rules(settings)
     _context = WorkerContext(settings=settings, connection=connection, rule_set=rule_set)
     return _context
 

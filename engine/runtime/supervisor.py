@@ -25,8 +25,8 @@ import requests
 from engine.config import Settings
 from engine.errors import HanaRulesError
 from engine.hana import EVENT_TYPES
-from engine.rules.compiler import load_rule_set
 from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
+from engine.runtime.loading import load_rules
 
 log = logging.getLogger(__name__)
 RUNTIME_FILE = "runtime.json"
@@ -84,7 +84,7 @@ class Supervisor:
 
     def run(self) -> int:
         # Broken rules stop us here, before anything starts, with every error listed.
-        rule_set = load_rule_set(self.settings.rules_dir)
+        rule_set = load_rules(self.settings)
         log.info("rules: %d loaded from %s (version %s)", len(rule_set.rules), self.settings.rules_dir,
                  rule_set.version)  # fmt: skip
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -9,12 +9,12 @@ from flask import Flask
 
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.errors import ConfigError
-from engine.rules.compiler import load_rule_set
 from engine.rules.ruleset import RuleSet
 from engine.runtime.connection import receiver_client
 from engine.runtime.events import EventStore
 from engine.runtime.intake import MAX_BODY_BYTES, Intake
 from engine.runtime.journal import Journal, JournalDrainer
+from engine.runtime.loading import load_rules
 from engine.web import errors, health, hooks
 
 
@@ -30,7 +30,7 @@ def create_app(
     The rule set is loaded here so a web process with broken rules refuses to start.
     """
     settings = with_generated_tokens(settings or load_settings())
-    rule_set = rule_set or load_rule_set(settings.rules_dir)
+    rule_set = rule_set or load_rules(settings)
     if connection is None:
         if not settings.redis_url:
             raise ConfigError("no redis_url: `hana-rules web` needs REDIS_URL (or use `hana-rules serve`)")

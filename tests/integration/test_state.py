@@ -108,12 +108,15 @@ def test_changed_to_fires_once_updates_merge_and_a_delete_sees_previous(
 def test_four_worker_processes_keep_each_leads_order(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    rules = rule_file(tmp_path, """
+    rules = rule_file(
+        tmp_path,
+        """
         rules:
           - id: seq-changed
             on: lead.updated
             when: {changed: lead.cf_number_seq}
-    """)
+    """,
+    )
     config = worker_config(tmp_path, rules)
     leads, updates = 5, 10
     posted: dict[str, list[str]] = {f"L{k}": [] for k in range(leads)}
@@ -152,14 +155,17 @@ def test_four_worker_processes_keep_each_leads_order(
 def test_throttle_holds_across_two_worker_processes(
     settings: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    rules = rule_file(tmp_path, """
+    rules = rule_file(
+        tmp_path,
+        """
         rules:
           - id: welcome
             on: lead.created
             throttle: {key: "{{ application.id }}", per: 1h, limit: 2}
             then:
               - log: "welcome {{ lead.id }}"
-    """)
+    """,
+    )
     config = worker_config(tmp_path, rules)
     app = create_app(replace(settings, rules_dir=rules), connection=receiver_client(settings.redis_url),
                      drain_journal=False)  # fmt: skip

@@ -1,0 +1,122 @@
+"""Real HTTP servers on 127.0.0.1 standing in for Hana's update API, Slack and Telegram.
+
+Answers are scripted per request; every request is recorded, and so is whether
+its answer reached a client that was still connected (a worker killed while
+waiting never receives it).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: Any = field(default_factory=lambda: {"ok": True})
+    headers: dict[str, str] = field(default_factory=dict)
+    hold: float = 0.0  # seconds to wait before answering
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    status: int = 0  # what we answered
+    delivered: bool = False  # the answer was written to a client still connected
+    hung_up: bool = False  # the client went away while we held the answer
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Stub:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.script: list[Answer] = []
+        self.default = Answer()
+        self.requests: list[Received] = []
+        self.after: Callable[[Received], None] | None = None
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                received = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                    self.rfile.read(length), time.monotonic())  # fmt: skip
+                with stub.lock:
+                    stub.requests.append(received)
+                    answer = stub.script.pop(0) if stub.script else stub.default
+                if answer.hold and _wait_for_hangup(self.connection, answer.hold):
+                    received.hung_up = True  # not delivered: nobody was there to read it
+                    return
+                payload = json.dumps(answer.body).encode()
+                received.status = answer.status
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+                received.delivered = True
+                if stub.after:
+                    stub.after(received)
+
+            do_PUT = do_PATCH = do_GET = do_DELETE = do_POST  # noqa: N815
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def answer(self, *answers: Answer | int) -> Stub:
+        self.script.extend(a if isinstance(a, Answer) else Answer(status=a) for a in answers)
+        return self
+
+    @property
+    def successes(self) -> list[Received]:
+        """Requests answered 2xx to a client that was still there to read it."""
+        return [r for r in self.requests if r.delivered and 200 <= r.status < 300]
+
+
+def _wait_for_hangup(connection: socket.socket, seconds: float) -> bool:
+    """Hold the answer; True when the client closed its side meanwhile."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([connection], [], [], 0.05)
+        if readable:
+            try:
+                if connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+    return False
+
+
+@contextmanager
+def stub_server(host: str = "127.0.0.1") -> Iterator[Stub]:
+    stub = Stub(host)
+    stub.thread.start()
+    try:
+        yield stub
+    finally:
+        stub.server.shutdown()
+        stub.server.server_close()
