@@ -53,6 +53,8 @@ class Stub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between headers and body
+
             def log_message(self, *args: Any) -> None:
                 pass
 

@@ -41,7 +41,9 @@ def build_worker(
 ) -> HanaWorker:
     jobs.configure(settings, connection, rule_set)
     return HanaWorker(
-        [queue(connection, EVENTS_QUEUE), queue(connection, ACTIONS_QUEUE)],
+        # Actions first: RQ takes from the first non-empty queue, and a steady stream of events
+        # would otherwise starve the actions they produce. Each event makes a bounded number of actions.
+        [queue(connection, ACTIONS_QUEUE), queue(connection, EVENTS_QUEUE)],
         connection=connection,
         serializer=JSONSerializer,
         name=name,
