@@ -493,3 +493,27 @@ def test_failed_cli_lists_retries_and_purges_without_showing_secrets(deploy) -> 
     assert json.loads(cli("list", "--json").stdout)["failed"] == []
     assert cli("retry").returncode != 0  # nothing given: a usage error, no traceback
     assert "Traceback" not in cli("retry").stderr
+
+
+def test_a_webhook_sends_its_method_headers_and_json(deploy) -> None:
+    deployment = deploy("""
+        rules:
+          - id: crm
+            on: lead.created
+            then:
+              - webhook:
+                  url: "http://127.0.0.1:{{ lead.port }}/crm/leads"
+                  method: PUT
+                  headers: {X-Source: hana, X-Lead: "{{ lead.id }}"}
+                  json: {name: "{{ lead.baseName }}", sources: "{{ lead.baseSourceInput }}"}
+    """)
+    with stub_server() as crm:
+        body = sample()
+        body["lead"]["port"] = {"nomalizeData": crm.port, "rawData": crm.port}
+        event_id = deployment.post("lead.created", body)
+        deployment.run_burst()
+        [request] = crm.requests
+    assert request.method == "PUT" and request.path == "/crm/leads"
+    assert request.headers["x-source"] == "hana" and request.headers["x-lead"] == "e734c76a-52ca-44f0-a21e8e1fe627c308"
+    assert request.json == {"name": "Toan Truyen", "sources": ["Youtube", "Sendo"]}
+    assert [a.status for a in deployment.actions(event_id)] == ["done"]
