@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,9 @@ def main() -> None:
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: `workers` setting, 2).")
+@click.option("--watch", is_flag=True, help="Reload the rules when a rule file changes.")
 @with_settings
-def serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> None:
+def serve(settings: Settings, host: str | None, port: int | None, workers: int | None, watch: bool) -> None:
     """Run everything on this machine: embedded Redis, the receiver and the workers."""
     from engine.runtime.supervisor import Supervisor
 
@@ -73,6 +75,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
         port=port or settings.port,
         workers=settings.workers if workers is None else workers,
         out=lambda text: click.echo(text),
+        watch=watch,
     )
     raise SystemExit(supervisor.run())
 
@@ -83,10 +86,14 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
 @with_settings
 def web(settings: Settings, host: str | None, port: int | None) -> None:
     """Run the receiver (gunicorn) against REDIS_URL."""
+    from engine.runtime.connection import worker_client
+    from engine.runtime.loading import RuleRegistry, load_rules
     from engine.web.server import WebServer
 
     if not settings.redis_url:
         raise click.ClickException("no Redis: set REDIS_URL or redis_url, or run `hana-rules serve`")
+    if not os.environ.get("HANA_RULES_SUPERVISED"):  # under `serve`, the supervisor published them
+        RuleRegistry(worker_client(settings.redis_url), settings, load_rules(settings)).publish_from_disk()
     WebServer(settings, host=host or settings.host, port=port or settings.port).run()
 
 
@@ -196,6 +203,41 @@ def _redis(settings: Settings) -> Any:
             f"no Redis: set REDIS_URL, or start `hana-rules serve` (data_dir {settings.data_dir})"
         )
     return worker_client(str(url))
+
+
+def _admin(settings: Settings, url: str | None) -> tuple[str, dict[str, str]]:
+    """Where the running server is (--url, HANA_RULES_URL, or what serve/web recorded) and the admin header."""
+    from engine.runtime.supervisor import read_runtime
+
+    base = url or os.environ.get("HANA_RULES_URL") or (read_runtime(settings.data_dir) or {}).get("url")
+    if not base:
+        raise click.ClickException(
+            "no running server found: give --url, set HANA_RULES_URL, or start `hana-rules serve`"
+        )
+    return str(base).rstrip("/"), {"Authorization": f"Bearer {settings.admin_token}"}
+
+
+@main.command()
+@click.option("--url", default=None, help="The running server (default: $HANA_RULES_URL or data_dir/runtime.json).")
+@click.option("--dry-run", is_flag=True, help="Compare against history without going live (not available yet).")
+@with_settings
+def reload(settings: Settings, url: str | None, dry_run: bool) -> None:
+    """Validate the rule files and make them live on every web process and worker."""
+    import requests
+
+    base, headers = _admin(settings, url)
+    try:
+        answer = requests.post(f"{base}/admin/reload", json={"dry_run": dry_run}, headers=headers, timeout=60)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+    body = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
+    if answer.status_code == 422:
+        for entry in body.get("errors", []):
+            click.echo(entry["text"], err=True)
+        raise click.ClickException(body.get("error", "the rules were refused"))
+    if answer.status_code != 200:
+        raise click.ClickException(body.get("error", f"the server answered {answer.status_code}"))
+    click.echo(f"rules version {body['version']} is live ({body['rules']} rules)")
 
 
 @main.group()

@@ -119,12 +119,11 @@ class ActionStore:
         self.connection.hset(action_key(identifier), mapping=record_fields(**values, updated_at=now_iso()))
 
     def for_event(self, event_id: str) -> list[ActionRecord]:
-        found = []
-        for key in self.connection.scan_iter(match=f"{ACTION_PREFIX}{event_id}:*", count=200):
-            record = self.load(key.decode().removeprefix(ACTION_PREFIX))
-            if record:
-                found.append(record)
-        return sorted(found, key=lambda r: (r.rule, r.index))
+        """The event's actions, in rule order then action order, from the list its commit wrote."""
+        raw = self.connection.hget(f"hr:event:{event_id}", "actions")
+        entries = json.loads(raw) if raw else []
+        records = [self.load(action_id(event_id, entry["rule"], entry["index"])) for entry in entries]
+        return [record for record in records if record is not None]
 
     # dead letters --------------------------------------------------------------------------
     def dead_letter(self, identifier: str, error: str, response: Response | None, *, request: Any) -> None:
@@ -322,6 +321,7 @@ def run_action(event_id: str, rule_id: str, index: str) -> str:
             return "retrying"
         shown = redact({"kind": record.kind, "payload": record.payload}, context.secrets)
         store.dead_letter(identifier, redact(str(exc), context.secrets), exc.response, request=shown)
+        context.connection.hincrby("hr:stats:failed", rule_id, 1)
         return "failed"
     # The completion record, written the moment the answer arrived.
     store.update(identifier, status="done", error="", attempts=[*record.attempts, _attempt(started, response, None)],
@@ -343,7 +343,7 @@ def resume_delayed(event_id: str, rule_id: str, delay_index: str) -> str:
     context = current()
     store = context.actions
     event = context.events.load(event_id)
-    rule = context.rule_set.rule(rule_id)
+    rule = context.rules.current().rule(rule_id)  # the rule as it is now, after any reload
     waiting = [r for r in store.for_event(event_id) if r.rule == rule_id and r.index > int(delay_index)
                and r.status == "scheduled"]  # fmt: skip
     if event is None or rule is None or not rule.enabled:

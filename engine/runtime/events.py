@@ -116,6 +116,17 @@ class StoredEvent:
     duplicates: int
     context: dict[str, Any] | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    fields: dict[str, bytes] = field(default_factory=dict, repr=False)  # everything stored, for the admin views
+
+    def document(self, name: str) -> Any:
+        """A JSON field written at processing (evaluation, actions, matched, echo…), or None."""
+        raw = self.fields.get(name)
+        return json.loads(raw) if raw else None
+
+    def text(self, name: str) -> str | None:
+        """A plain text field (version, processed_by, error…), or None."""
+        raw = self.fields.get(name)
+        return raw.decode() if raw is not None else None
 
     def queue_key(self) -> str:
         return entity_queue_key(self.application_id, self.type, self.entity_id)
@@ -205,6 +216,7 @@ class EventStore:
             duplicates=int(string("duplicates") or 0),
             context=json.loads(context) if context else None,
             warnings=tuple(json.loads(warnings)) if warnings else (),
+            fields=text,
         )
 
     def start_processing(self, event_id: str) -> int:
@@ -219,6 +231,9 @@ class EventStore:
         for name, value in documents.items():
             mapping[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
         self.connection.hset(event_key(event_id), mapping=mapping)
+
+    def recent(self, limit: int) -> list[str]:
+        return [i.decode() for i in self.connection.zrevrange(EVENTS_INDEX, 0, limit - 1)]
 
     def queued(self) -> int:
         return int(self.connection.llen(f"rq:queue:{EVENTS_QUEUE}"))

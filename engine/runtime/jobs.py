@@ -38,7 +38,7 @@ from engine.runtime.events import (
     entity_key,
     event_key,
 )
-from engine.runtime.loading import load_rules
+from engine.runtime.loading import RuleRegistry
 from engine.runtime.queues import (
     ACTIONS_QUEUE,
     EVENTS_QUEUE,
@@ -70,7 +70,15 @@ class WorkerContext:
 
     settings: Settings
     connection: redis.Redis
-    rule_set: RuleSet
+    rules: RuleRegistry
+
+    @property
+    def rule_set(self) -> RuleSet:
+        return self.rules.rule_set
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return self.settings.secrets | self.rules.rule_set.secrets
 
     def __post_init__(self) -> None:
         self.events = EventStore(self.connection, retention=self.settings.retention)
@@ -79,7 +87,6 @@ class WorkerContext:
         self.throttle = SlidingWindow(self.connection, "hr:throttle:")
         self.loop_guard = SlidingWindow(self.connection, "hr:guard:")
         self.release = self.connection.register_script(_RELEASE)
-        self.secrets = self.settings.secrets | self.rule_set.secrets
         self.outbound = OutboundClient(
             OutboundPolicy.from_settings(self.settings), timeout=self.settings.outbound.timeout
         )
@@ -91,10 +98,13 @@ _context: WorkerContext | None = None
 
 
 def configure(settings: Settings, connection: redis.Redis, rule_set: RuleSet | None = None) -> WorkerContext:
-    """Load the rule set (raising RuleSetError listing every mistake) and share it with every job."""
+    """Load the rule set (raising RuleSetError listing every mistake) and share it with every job.
+
+    The version published in Redis, when there is one, replaces the files on disk.
+    """
     global _context
-    rule_set = rule_set or load_rules(settings)
-    _context = WorkerContext(settings=settings, connection=connection, rule_set=rule_set)
+    registry = RuleRegistry(connection, settings, rule_set) if rule_set else RuleRegistry.start(connection, settings)
+    _context = WorkerContext(settings=settings, connection=connection, rules=registry)
     return _context
 
 
@@ -131,6 +141,7 @@ def drain(context: WorkerContext, queue_key: str) -> int:
             head = connection.lindex(queue_key, 0)
             if head is None:
                 break
+            context.rules.current()  # a reload reaches this worker before its next event
             outcome = process_one(context, head.decode(), token=token, lock_key=lock_key, queue_key=queue_key)
             if outcome is Commit.LOST_LOCK:
                 log.warning("entity %s: lock lost to another worker; it carries on", queue_key)
@@ -196,7 +207,13 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
         log.exception("event %s: processing failed", event_id)
         failed = {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
         return commit(CommitPlan(event_fields=failed))
-    return commit(plan)
+    outcome = commit(plan)
+    if outcome is Commit.OK and plan.event_fields.get("matched"):
+        with context.connection.pipeline(transaction=False) as pipe:
+            for rule_id in plan.event_fields["matched"]:
+                pipe.hincrby("hr:stats:matched", rule_id, 1)  # counts for GET /admin/rules
+            pipe.execute()
+    return outcome
 
 
 def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
@@ -293,13 +310,14 @@ def _skip(result: RuleResult, reason: str) -> None:
 
 
 def pending_actions(evaluation: Evaluation) -> list[dict[str, Any]]:
-    """The actions to run, in order, as SPEC §8 lists them on an event."""
+    """The event's actions as rendered at processing; their live status is in the action records."""
     actions = []
     for result in evaluation.matched:
         if result.skipped:
             continue
+        waiting = False
         for action in result.actions:
-            entry = {"rule": result.rule.id, **action.as_json(), "status": "failed" if action.error else "pending",
-                     "attempts": []}  # fmt: skip
-            actions.append(entry)
+            waiting = waiting or action.kind == "delay"
+            status = "failed" if action.error else ("scheduled" if waiting and action.kind != "delay" else "pending")
+            actions.append({"rule": result.rule.id, **action.as_json(), "status": status, "attempts": []})
     return actions

@@ -25,8 +25,11 @@ import requests
 from engine.config import Settings
 from engine.errors import HanaRulesError
 from engine.hana import EVENT_TYPES
+from engine.rules.errors import RuleSetError
+from engine.rules.loader import rule_files
+from engine.runtime.connection import worker_client
 from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
-from engine.runtime.loading import load_rules
+from engine.runtime.loading import RuleRegistry, load_rules
 
 log = logging.getLogger(__name__)
 RUNTIME_FILE = "runtime.json"
@@ -66,8 +69,10 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, host: str, port: int, workers: int, out: Callable[[str], None]):
+    def __init__(self, settings: Settings, *, host: str, port: int, workers: int, out: Callable[[str], None],
+                 watch: bool = False):  # fmt: skip
         self.settings = settings
+        self.watch = watch
         self.host = host
         self.port = port
         self.workers = workers
@@ -89,13 +94,17 @@ class Supervisor:
                  rule_set.version)  # fmt: skip
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: reloading rules arrives with the rule engine"))
+        reload_requested = threading.Event()
+        signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+        self.reload_requested = reload_requested
         try:
             redis_url = self.settings.redis_url
             if not redis_url:
                 self.redis = EmbeddedRedis(self.settings.data_dir / "redis").start()
                 redis_url = self.redis.url
-            env = {**os.environ, "REDIS_URL": redis_url}
+            self.rules = RuleRegistry(worker_client(redis_url), self.settings, rule_set)
+            self.rules.publish_from_disk()
+            env = {**os.environ, "REDIS_URL": redis_url, "HANA_RULES_SUPERVISED": "1"}
             if self.settings.config_file:
                 env["HANA_RULES_CONFIG"] = str(self.settings.config_file)
             web = Child("web", self._command("web", "--host", self.host, "--port", str(self.port)))
@@ -155,8 +164,30 @@ class Supervisor:
     def _redis_description(self) -> str:
         return f"embedded, data in {self.redis.directory}" if self.redis else "external"
 
+    def reload(self, why: str) -> None:
+        """Publish the files on disk; a set with any error leaves the running one in place."""
+        try:
+            rule_set = self.rules.publish_from_disk()
+            self.out(f"{why}: rules version {rule_set.version} is live ({len(rule_set.rules)} rules)")
+        except RuleSetError as exc:
+            self.out(f"{why}: the rules were NOT reloaded; the running set stays:\n{exc}")
+
     def _watch(self, env: dict[str, str]) -> int:
+        watched = _snapshot(self.settings.rules_dir) if self.watch else None
+        changed_at: float | None = None
         while not self.stopping.wait(0.5):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload("SIGHUP")
+            if watched is not None:
+                now = _snapshot(self.settings.rules_dir)
+                if now != watched:
+                    watched, changed_at = now, time.monotonic()
+                elif (
+                    changed_at is not None and time.monotonic() - changed_at >= 1.0
+                ):  # debounced: editors save in bursts
+                    changed_at = None
+                    self.reload("rules changed on disk")
             for child in self.children:
                 if child.running:
                     continue
@@ -185,6 +216,17 @@ class Supervisor:
             self.redis.stop()
         runtime = self.settings.data_dir / RUNTIME_FILE
         runtime.unlink(missing_ok=True)
+
+
+def _snapshot(rules_dir: Path) -> dict[str, tuple[float, int]]:
+    snapshot = {}
+    for path in rule_files(rules_dir):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        snapshot[str(path)] = (stat.st_mtime, stat.st_size)
+    return snapshot
 
 
 def read_runtime(data_dir: Path) -> dict[str, object] | None:

@@ -14,8 +14,8 @@ from engine.runtime.connection import receiver_client
 from engine.runtime.events import EventStore
 from engine.runtime.intake import MAX_BODY_BYTES, Intake
 from engine.runtime.journal import Journal, JournalDrainer
-from engine.runtime.loading import load_rules
-from engine.web import errors, health, hooks
+from engine.runtime.loading import RuleRegistry, load_rules
+from engine.web import admin, errors, health, hooks
 
 
 def create_app(
@@ -43,11 +43,12 @@ def create_app(
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hana_rules.settings"] = settings
     app.extensions["hana_rules.redis"] = connection
-    app.extensions["hana_rules.rules"] = rule_set
+    app.extensions["hana_rules.registry"] = RuleRegistry(connection, settings, rule_set)
     app.extensions["hana_rules.journal"] = journal
     app.extensions["hana_rules.intake"] = Intake(settings, store, journal)
     app.register_blueprint(hooks.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(admin.blueprint)
     errors.install(app)
 
     if drain_journal:

@@ -25,6 +25,6 @@ def readyz() -> Response | tuple[Response, int]:
         return error(
             503, "Redis is unreachable; events are kept in the local journal meanwhile", journal_depth=journal.depth()
         )
-    rule_set = current_app.extensions["hana_rules.rules"]
+    rule_set = current_app.extensions["hana_rules.registry"].current()
     rules = {"version": rule_set.version, "count": len(rule_set.rules), "loaded_at": rule_set.loaded_at}
     return jsonify({"status": "ready", "redis": "ok", "journal_depth": journal.depth(), "rules": rules})

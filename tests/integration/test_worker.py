@@ -57,7 +57,7 @@ rules:
     event_id = accept(settings, redis_client, sample_bytes())
     build_worker(settings, redis_client, rule_set=rule_set).work(burst=True)
     stored = {k.decode(): v for k, v in redis_client.hgetall(f"hr:event:{event_id}").items()}
-    assert stored["version"].decode().strip('"') == rule_set.version
+    assert stored["version"].decode() == rule_set.version
     assert json.loads(stored["matched"]) == ["phone"]
     evaluation = json.loads(stored["evaluation"])
     assert [r["id"] for r in evaluation["rules"]] == ["phone", "never"]

@@ -1,0 +1,194 @@
+"""The admin API of SPEC §8: Bearer admin token on every endpoint, JSON in and out.
+
+Views parse, authenticate and call one function; the work lives in the runtime.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import replace
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from engine.config import Settings
+from engine.hana import canonical_event_type, now_iso
+from engine.redaction import redact
+from engine.rules.errors import RuleSetError
+from engine.rules.testing import simulate
+from engine.runtime.actions import ActionStore
+from engine.runtime.events import EventStatus, EventStore, StoredEvent, new_event_id
+from engine.runtime.intake import Intake
+from engine.runtime.loading import RuleRegistry
+from engine.web.errors import error
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+MAX_LIMIT = 1000
+
+
+def _settings() -> Settings:
+    return current_app.extensions["hana_rules.settings"]
+
+
+def _rules() -> RuleRegistry:
+    return current_app.extensions["hana_rules.registry"]
+
+
+def _events() -> EventStore:
+    return current_app.extensions["hana_rules.intake"].store
+
+
+def _actions() -> ActionStore:
+    return ActionStore(current_app.extensions["hana_rules.redis"])
+
+
+def _secrets() -> frozenset[str]:
+    return _settings().secrets | _rules().rule_set.secrets
+
+
+@blueprint.before_request
+def authenticate() -> tuple[Response, int] | None:
+    header = request.headers.get("Authorization", "")
+    offered = header[7:].encode() if header.startswith("Bearer ") else b""
+    expected = (_settings().admin_token or "").encode()
+    if not expected or not hmac.compare_digest(offered, expected):
+        return error(401, "missing or wrong admin token; send Authorization: Bearer <admin token>")
+    return None
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    return data if isinstance(data, dict) else {}
+
+
+@blueprint.get("/rules")
+def rules() -> Response:
+    rule_set = _rules().current()
+    connection = current_app.extensions["hana_rules.redis"]
+    matched = {k.decode(): int(v) for k, v in connection.hgetall("hr:stats:matched").items()}
+    failed = {k.decode(): int(v) for k, v in connection.hgetall("hr:stats:failed").items()}
+    return jsonify({
+        "version": rule_set.version, "loaded_at": rule_set.loaded_at,
+        "rules": [{**rule.summary(), "matched": matched.get(rule.id, 0), "failed": failed.get(rule.id, 0)}
+                  for rule in rule_set.rules],
+    })  # fmt: skip
+
+
+@blueprint.post("/reload")
+def reload() -> tuple[Response, int]:
+    if _body().get("dry_run"):
+        return error(501, "dry runs against history are not available yet; use `hana-rules simulate` meanwhile")
+    try:
+        rule_set = _rules().publish_from_disk()
+    except RuleSetError as exc:
+        return jsonify({"error": f"{len(exc.errors)} error(s); the running rule set stays",
+                        "errors": [e.as_json() for e in exc.errors]}), 422  # fmt: skip
+    return jsonify({"version": rule_set.version, "rules": len(rule_set.rules)}), 200
+
+
+@blueprint.post("/simulate")
+def simulate_event() -> tuple[Response, int]:
+    body = _body()
+    event_type = canonical_event_type(str(body.get("event_type", "")))
+    if event_type is None:
+        return error(400, "event_type must be one of lead.created … opportunity.deleted (or ticket.*)")
+    if not isinstance(body.get("payload"), dict):
+        return error(400, "payload must be the JSON object Hana sends")
+    previous = body.get("previous")
+    if previous is not None and not isinstance(previous, dict):
+        return error(400, 'previous must be an object such as {"lead": {"attr": value}}')
+    evaluation = simulate(_rules().current(), event_type, body["payload"], previous)
+    return jsonify(redact(evaluation.as_json(), _secrets())), 200
+
+
+def _summary(event: StoredEvent) -> dict[str, Any]:
+    return {"id": event.id, "type": event.type, "received_at": event.received_at, "status": event.status.value,
+            "matched": event.document("matched") or []}  # fmt: skip
+
+
+@blueprint.get("/events")
+def events() -> tuple[Response, int]:
+    try:
+        limit = min(int(request.args.get("limit", 100)), MAX_LIMIT)
+    except ValueError:
+        return error(400, "limit must be a whole number")
+    wanted_type = request.args.get("type")
+    wanted_rule = request.args.get("rule")
+    wanted_status = request.args.get("status")
+    if wanted_status and wanted_status not in {s.value for s in EventStatus}:
+        return error(400, f"status must be one of {', '.join(s.value for s in EventStatus)}")
+    store = _events()
+    found = []
+    for event_id in store.recent(MAX_LIMIT * 5):
+        event = store.load(event_id)
+        if event is None:
+            continue
+        summary = _summary(event)
+        if wanted_type and canonical_event_type(wanted_type) != event.type:
+            continue
+        if wanted_status and summary["status"] != wanted_status:
+            continue
+        if wanted_rule and wanted_rule not in summary["matched"]:
+            continue
+        found.append(summary)
+        if len(found) >= limit:
+            break
+    return jsonify({"events": found}), 200
+
+
+@blueprint.get("/events/<event_id>")
+def event_detail(event_id: str) -> tuple[Response, int]:
+    event = _events().load(event_id)
+    if event is None:
+        return error(404, f"no event {event_id!r} (events are kept for the retention period)")
+    try:
+        body: Any = json.loads(event.body)
+    except ValueError:
+        body = event.body.decode("utf-8", errors="replace")
+    evaluation = event.document("evaluation") or {}
+    detail = {
+        **_summary(event), "body": body, "context": event.context, "warnings": list(event.warnings),
+        "echo": event.document("echo") or False, "version": event.text("version"), "error": event.text("error"),
+        "reason": event.reason, "duplicates": event.duplicates, "rules": evaluation.get("rules", []),
+        "actions": [{"rule": r.rule, "index": r.index, "kind": r.kind, "status": r.status, "error": r.error,
+                     "attempts": r.attempts} for r in _actions().for_event(event_id)],
+    }  # fmt: skip
+    return jsonify(redact(detail, _secrets())), 200
+
+
+@blueprint.post("/events/<event_id>/replay")
+def replay(event_id: str) -> tuple[Response, int]:
+    event = _events().load(event_id)
+    if event is None:
+        return error(404, f"no event {event_id!r}")
+    if event.status is EventStatus.QUARANTINED:
+        return error(409, "a quarantined event has no rules to run; fix the sender and let Hana send it again")
+    intake: Intake = current_app.extensions["hana_rules.intake"]
+    application = next((a for a in _settings().applications if a.id in (event.application_id, None)), None)
+    if application is None:
+        return error(409, f"application {event.application_id!r} is no longer configured")
+    fresh = replace(intake.judge(event.type, event.body, application), id=new_event_id(), fingerprint=None)
+    receipt = intake.keep(fresh)
+    return jsonify({**receipt.as_json(), "replay_of": event_id, "at": now_iso()}), 200
+
+
+@blueprint.get("/failed")
+def failed() -> tuple[Response, int]:
+    return jsonify({"failed": [r.as_dead_letter() for r in _actions().dead_letters(MAX_LIMIT)]}), 200
+
+
+@blueprint.post("/failed/<action_id>/retry")
+def retry_failed(action_id: str) -> tuple[Response, int]:
+    if not _actions().retry(action_id):
+        return error(404, f"no failed or parked action {action_id!r}")
+    return jsonify({"status": "queued", "id": action_id}), 200
+
+
+@blueprint.delete("/failed/<action_id>")
+def delete_failed(action_id: str) -> tuple[Response, int]:
+    record = _actions().load(action_id)
+    if record is None or record.status not in ("failed", "parked"):
+        return error(404, f"no failed or parked action {action_id!r}")
+    _actions().purge(action_id)
+    return jsonify({"status": "deleted", "id": action_id}), 200

@@ -1,0 +1,165 @@
+"""The admin API (SPEC §8) and reloads reaching every process (SPEC §7), with real Redis and workers."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from engine.config import Settings
+from engine.runtime.connection import receiver_client
+from engine.runtime.worker import build_worker
+from engine.web.app import create_app
+from tests.conftest import SHOP_A, SHOP_A_TOKEN
+from tests.helpers import live_server, sample, wait_for, worker_processes
+
+RULES_V1 = """
+rules:
+  - id: greet
+    on: lead.created
+    then:
+      - log: "v1 hello {{ lead.baseName }}"
+"""
+RULES_V2 = """
+rules:
+  - id: greet
+    on: lead.created
+    then:
+      - log: "v2 hello {{ lead.baseName }}"
+  - id: vip
+    on: lead.created
+    when: {field: lead.baseSourceInput, contains: Youtube}
+"""
+
+
+@pytest.fixture
+def admin(settings: Settings, redis_client: redis.Redis, tmp_path: Path):  # noqa: ANN201
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "rules.yaml").write_text(RULES_V1)
+    settings = settings.__class__(**{**settings.__dict__, "rules_dir": rules_dir})
+    app = create_app(settings, connection=receiver_client(settings.redis_url), drain_journal=False)
+    with live_server(app) as url:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {settings.admin_token}"
+        yield url, session, settings, rules_dir
+
+
+def post(url: str, body: dict) -> str:
+    answer = requests.post(f"{url}/hooks/lead.created", params={"token": SHOP_A_TOKEN}, json=body, timeout=10)
+    return answer.json()["event_id"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer "])
+def test_every_admin_endpoint_needs_the_admin_token(admin, header: str | None) -> None:
+    url, _, _, _ = admin
+    for method, path in [("get", "/admin/rules"), ("post", "/admin/reload"), ("get", "/admin/events"),
+                         ("get", "/admin/failed"), ("post", "/admin/simulate")]:  # fmt: skip
+        answer = requests.request(method, url + path, headers={"Authorization": header} if header else {}, timeout=10)
+        assert answer.status_code == 401 and "admin token" in answer.json()["error"]
+
+
+def test_rules_simulate_events_detail_and_replay(admin, redis_client: redis.Redis) -> None:
+    url, session, settings, _ = admin
+    rules = session.get(f"{url}/admin/rules").json()
+    [rule] = rules["rules"]
+    assert rule["file"].endswith("rules.yaml")
+    assert {k: v for k, v in rule.items() if k != "file"} == {
+        "id": "greet", "name": "greet", "enabled": True, "on": ["lead.created"], "line": 3, "priority": 0,
+        "matched": 0, "failed": 0,
+    }  # fmt: skip
+    simulated = session.post(f"{url}/admin/simulate", json={"event_type": "lead.created", "payload": sample()}).json()
+    assert simulated["matched"] == ["greet"]
+    assert simulated["rules"][0]["actions"][0]["payload"] == "v1 hello Toan Truyen"
+    assert session.post(f"{url}/admin/simulate", json={"event_type": "nope"}).status_code == 400
+
+    event_id = post(url, sample())
+    build_worker(settings, redis_client).work(burst=True)
+    listed = session.get(f"{url}/admin/events", params={"type": "lead.created", "rule": "greet"}).json()["events"]
+    assert listed == [{"id": event_id, "type": "lead.created", "received_at": listed[0]["received_at"],
+                       "status": "done", "matched": ["greet"]}]  # fmt: skip
+    assert session.get(f"{url}/admin/events", params={"status": "quarantined"}).json()["events"] == []
+    detail = session.get(f"{url}/admin/events/{event_id}").json()
+    assert detail["body"] == sample() and detail["context"]["lead"]["baseName"] == "Toan Truyen"
+    assert detail["version"] == rules["version"] and detail["echo"] is False
+    assert detail["rules"][0]["id"] == "greet"
+    assert detail["actions"] == [{"rule": "greet", "index": 0, "kind": "log", "status": "done", "error": None,
+                                  "attempts": detail["actions"][0]["attempts"]}]  # fmt: skip
+    assert detail["actions"][0]["attempts"][0]["status_code"] == 0
+    assert session.get(f"{url}/admin/rules").json()["rules"][0]["matched"] == 1
+
+    replayed = session.post(f"{url}/admin/events/{event_id}/replay").json()
+    assert replayed["status"] == "accepted" and replayed["replay_of"] == event_id and replayed["event_id"] != event_id
+    build_worker(settings, redis_client).work(burst=True)
+    assert session.get(f"{url}/admin/events/{replayed['event_id']}").json()["matched"] == ["greet"]
+    assert session.get(f"{url}/admin/events/nope").status_code == 404
+
+
+def test_reload_reaches_a_worker_in_another_process_before_its_next_event(
+    admin, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    url, session, settings, rules_dir = admin
+    config = tmp_path / "hana-rules.yaml"
+    application = f"{{id: {SHOP_A}, name: Shop A, webhook_token: {SHOP_A_TOKEN}}}"
+    config.write_text(f"rules_dir: {rules_dir}\ndata_dir: {tmp_path / 'var'}\napplications:\n  - {application}\n")
+    assert session.post(f"{url}/admin/reload").json()["rules"] == 1
+    with worker_processes(config, settings.redis_url, 1):
+        first = post(url, sample())
+        wait_for(lambda: _action_payload(redis_client, first) == "v1 hello Toan Truyen", what="v1 at work")
+        (rules_dir / "rules.yaml").write_text(RULES_V2)
+        reloaded = session.post(f"{url}/admin/reload").json()
+        assert reloaded["rules"] == 2
+        second = post(url, sample() | {"lead": {**sample()["lead"], "id": {"nomalizeData": "L-2"}}})
+        wait_for(lambda: redis_client.hget(f"hr:event:{second}", "status") == b"done", what="the next event")
+    assert json.loads(redis_client.hget(f"hr:event:{second}", "matched")) == ["greet", "vip"]
+    assert redis_client.hget(f"hr:event:{second}", "version").decode() == reloaded["version"]
+    assert _action_payload(redis_client, second) == "v2 hello Toan Truyen"
+
+
+def _action_payload(client: redis.Redis, event_id: str) -> str | None:
+    raw = client.hget(f"hr:action:{event_id}:greet:0", "payload")
+    return json.loads(raw) if raw else None
+
+
+def test_a_broken_reload_is_refused_and_the_old_set_keeps_acting(admin, redis_client: redis.Redis) -> None:
+    url, session, settings, rules_dir = admin
+    before = session.post(f"{url}/admin/reload").json()["version"]
+    (rules_dir / "rules.yaml").write_text(
+        textwrap.dedent("""
+        rules:
+          - id: greet
+            on: lead.created
+            when: {field: lead.baseName, equal: x}
+    """)
+    )
+    refused = session.post(f"{url}/admin/reload")
+    assert refused.status_code == 422
+    [problem] = refused.json()["errors"]
+    assert problem["rule"] == "greet" and "did you mean 'equals'" in problem["text"]
+    assert session.get(f"{url}/admin/rules").json()["version"] == before
+    event_id = post(url, sample())
+    build_worker(settings, redis_client).work(burst=True)
+    assert redis_client.hget(f"hr:event:{event_id}", "version").decode() == before
+    assert _action_payload(redis_client, event_id) == "v1 hello Toan Truyen"
+
+
+def test_failed_endpoints_list_retry_and_delete(admin, redis_client: redis.Redis) -> None:
+    url, session, settings, rules_dir = admin
+    (rules_dir / "rules.yaml").write_text(
+        "rules:\n  - id: update\n    on: lead.created\n    then:\n      - hana_update: {lead: {id: '{{ lead.id }}'}}\n"
+    )
+    session.post(f"{url}/admin/reload")
+    event_id = post(url, sample())
+    build_worker(settings, redis_client).work(burst=True)  # no update URL configured: fails at once
+    [letter] = session.get(f"{url}/admin/failed").json()["failed"]
+    assert letter["event_id"] == event_id and "no hana_update_url" in letter["error"]
+    assert set(letter) >= {"id", "event_id", "rule", "kind", "error", "attempts", "request", "response"}
+    assert session.post(f"{url}/admin/failed/{letter['id']}/retry").json()["status"] == "queued"
+    build_worker(settings, redis_client).work(burst=True)  # fails again, back in the dead letters
+    assert session.delete(f"{url}/admin/failed/{letter['id']}").json()["status"] == "deleted"
+    assert session.get(f"{url}/admin/failed").json()["failed"] == []
+    assert session.delete(f"{url}/admin/failed/{letter['id']}").status_code == 404
