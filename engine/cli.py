@@ -240,6 +240,94 @@ def reload(settings: Settings, url: str | None, dry_run: bool) -> None:
     click.echo(f"rules version {body['version']} is live ({body['rules']} rules)")
 
 
+def _admin_call(settings: Settings, url: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    import requests
+
+    base, headers = _admin(settings, url)
+    try:
+        answer = requests.request(method, f"{base}{path}", headers=headers, timeout=60, **kwargs)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code != 200:
+        raise click.ClickException(body.get("error", f"the server answered {answer.status_code}"))
+    return body
+
+
+_URL = click.option(
+    "--url", default=None, help="The running server (default: $HANA_RULES_URL or data_dir/runtime.json)."
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@main.group()
+def events() -> None:
+    """Recent events, one event's whole story, and replays (through the admin API)."""
+
+
+@events.command(name="list")
+@click.option("--type", "event_type", default=None, help="lead.created … opportunity.deleted")
+@click.option("--rule", default=None, help="Only events this rule matched.")
+@click.option("--status", default=None, help="received, processing, done, failed or quarantined")
+@click.option("--limit", type=int, default=50, show_default=True)
+@_URL
+@_JSON
+@with_settings
+def events_list(settings: Settings, event_type: str | None, rule: str | None, status: str | None, limit: int,
+                url: str | None, as_json: bool) -> None:  # fmt: skip
+    """Recent events, newest first."""
+    params = {k: v for k, v in {"type": event_type, "rule": rule, "status": status, "limit": limit}.items() if v}
+    body = _admin_call(settings, url, "GET", "/admin/events", params=params)
+    if as_json:
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{'ID':<26} {'TYPE':<20} {'RECEIVED':<25} {'STATUS':<12} MATCHED")
+    for event in body["events"]:
+        click.echo(f"{event['id']:<26} {event['type']:<20} {event['received_at']:<25} {event['status']:<12} "
+                   f"{', '.join(event['matched']) or '-'}")  # fmt: skip
+
+
+@events.command(name="show")
+@click.argument("event_id")
+@_URL
+@_JSON
+@with_settings
+def events_show(settings: Settings, event_id: str, url: str | None, as_json: bool) -> None:
+    """One event: what arrived, what each rule saw, what each action did."""
+    body = _admin_call(settings, url, "GET", f"/admin/events/{event_id}")
+    if as_json:
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{body['id']}  {body['type']}  received {body['received_at']}  {body['status']}"
+               f"  rules {body.get('version') or '-'}{'  (echo)' if body.get('echo') else ''}")  # fmt: skip
+    for warning in body.get("warnings") or []:
+        click.echo(f"  warning: {warning}")
+    for rule in body.get("rules") or []:
+        mark = "✓" if rule["matched"] else "✗"
+        click.echo(f"  {mark} {rule['id']}{'  — ' + rule['skipped'] if rule.get('skipped') else ''}")
+        for condition in rule.get("conditions") or []:
+            if condition["expected"] in ("all", "any", "not"):
+                continue
+            result = "✓" if condition["result"] else "✗"
+            click.echo(f"      {result} {condition['path']}: saw {json.dumps(condition['value'], ensure_ascii=False)}")
+    for action in body.get("actions") or []:
+        tries = ", ".join(str(a.get("status_code") or a.get("error") or "?") for a in action["attempts"]) or "none"
+        click.echo(f"  → {action['rule']}#{action['index']} {action['kind']}: {action['status']} (attempts: {tries})")
+
+
+@events.command(name="replay")
+@click.argument("event_id")
+@_URL
+@with_settings
+def events_replay(settings: Settings, event_id: str, url: str | None) -> None:
+    """Process a stored event again, as a new event."""
+    body = _admin_call(settings, url, "POST", f"/admin/events/{event_id}/replay")
+    click.echo(f"replayed {event_id} as {body['event_id']} ({body['status']})")
+
+
 @main.group()
 def failed() -> None:
     """Dead letters: actions that failed for good, and parked Hana updates."""

@@ -138,3 +138,39 @@ def test_serve_accepts_processes_stops_cleanly_and_keeps_events_across_restart(t
         client.close()
         served.process.send_signal(signal.SIGINT)
         assert served.process.wait(60) == 0
+
+
+def test_sighup_and_watch_reload_the_rules_of_a_running_serve(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("rules:\n  - {id: one, on: lead.created}\n")
+    port = free_port()
+    (tmp_path / "hana-rules.yaml").write_text("data_dir: var\nrules_dir: rules\nworkers: 1\nweb_workers: 1\n")
+    command = [sys.executable, "-m", "engine.cli", "serve", "--config", str(tmp_path / "hana-rules.yaml"),
+               "--port", str(port), "--watch"]  # fmt: skip
+    with open(tmp_path / "stdout.txt", "wb") as out, open(tmp_path / "stderr.txt", "wb") as err:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=err)
+    served = Served(process, tmp_path)
+    try:
+        wait_for(lambda: "Admin token:" in served.stdout, timeout=60, what="serve to start")
+        admin_token = re.search(r"Admin token: (\S+)", served.stdout).group(1)
+
+        def live_rules() -> list[str]:
+            answer = requests.get(f"http://127.0.0.1:{port}/admin/rules", timeout=10,
+                                  headers={"Authorization": f"Bearer {admin_token}"})  # fmt: skip
+            return [rule["id"] for rule in answer.json()["rules"]]
+
+        assert live_rules() == ["one"]
+        (rules / "r.yaml").write_text("rules:\n  - {id: one, on: lead.created}\n  - {id: two, on: lead.created}\n")
+        wait_for(lambda: live_rules() == ["one", "two"], timeout=30, what="--watch to publish the edit")
+        (rules / "r.yaml").write_text("rules:\n  - {id: broken, on: lead.creatd}\n")
+        wait_for(lambda: "were NOT reloaded" in served.stdout, timeout=30, what="the broken edit to be refused")
+        assert live_rules() == ["one", "two"]  # the running set stays
+        (rules / "r.yaml").write_text("rules:\n  - {id: three, on: lead.created}\n")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: live_rules() == ["three"], timeout=30, what="SIGHUP to publish")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -163,3 +163,30 @@ def test_failed_endpoints_list_retry_and_delete(admin, redis_client: redis.Redis
     assert session.delete(f"{url}/admin/failed/{letter['id']}").json()["status"] == "deleted"
     assert session.get(f"{url}/admin/failed").json()["failed"] == []
     assert session.delete(f"{url}/admin/failed/{letter['id']}").status_code == 404
+
+
+def test_events_cli_lists_shows_and_replays_through_the_admin_api(admin, redis_client: redis.Redis) -> None:
+    import subprocess
+    import sys
+
+    url, _, settings, rules_dir = admin
+    config = rules_dir.parent / "cli.yaml"
+    application = f"{{id: {SHOP_A}, name: Shop A, webhook_token: {SHOP_A_TOKEN}}}"
+    config.write_text(f"rules_dir: {rules_dir}\ndata_dir: {settings.data_dir}\nadmin_token: {settings.admin_token}\n"
+                      f"applications:\n  - {application}\n")  # fmt: skip
+    event_id = post(url, sample())
+    build_worker(settings, redis_client).work(burst=True)
+
+    def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "engine.cli", "events", *arguments, "--url", url, "--config", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    listed = cli("list", "--rule", "greet")
+    assert listed.returncode == 0, listed.stderr
+    assert event_id in listed.stdout and "done" in listed.stdout and "greet" in listed.stdout
+    shown = cli("show", event_id)
+    assert "✓ greet" in shown.stdout and "→ greet#0 log: done" in shown.stdout
+    replayed = cli("replay", event_id)
+    assert replayed.returncode == 0 and f"replayed {event_id} as " in replayed.stdout
+    missing = cli("show", "nope")
+    assert missing.returncode == 1 and "no event 'nope'" in missing.stderr and "Traceback" not in missing.stderr
