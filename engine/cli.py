@@ -219,15 +219,21 @@ def _admin(settings: Settings, url: str | None) -> tuple[str, dict[str, str]]:
 
 @main.command()
 @click.option("--url", default=None, help="The running server (default: $HANA_RULES_URL or data_dir/runtime.json).")
-@click.option("--dry-run", is_flag=True, help="Compare against history without going live (not available yet).")
+@click.option(
+    "--dry-run", is_flag=True, help="Replay recent events through the running and the edited rules; change nothing."
+)
+@click.option("--events", "event_count", type=int, default=1000, show_default=True, help="With --dry-run: how many.")
 @with_settings
-def reload(settings: Settings, url: str | None, dry_run: bool) -> None:
+def reload(settings: Settings, url: str | None, dry_run: bool, event_count: int) -> None:
     """Validate the rule files and make them live on every web process and worker."""
     import requests
 
     base, headers = _admin(settings, url)
+    if dry_run:
+        click.echo(f"replaying up to {event_count} recent events through both rule sets…", err=True)
     try:
-        answer = requests.post(f"{base}/admin/reload", json={"dry_run": dry_run}, headers=headers, timeout=60)
+        answer = requests.post(f"{base}/admin/reload", json={"dry_run": dry_run, "events": event_count},
+                               headers=headers, timeout=300)  # fmt: skip
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {base}: {exc}") from None
     body = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
@@ -237,6 +243,14 @@ def reload(settings: Settings, url: str | None, dry_run: bool) -> None:
         raise click.ClickException(body.get("error", "the rules were refused"))
     if answer.status_code != 200:
         raise click.ClickException(body.get("error", f"the server answered {answer.status_code}"))
+    if dry_run:
+        click.echo(f"dry run: {body['candidate']} ({body['rules']} rules) against the running {body['running']}: "
+                   f"{len(body['changed'])} of {body['events']} events would match differently; nothing changed")  # fmt: skip
+        for event in body["changed"]:
+            gained = f" +{', +'.join(event['gained'])}" if event["gained"] else ""
+            lost = f" -{', -'.join(event['lost'])}" if event["lost"] else ""
+            click.echo(f"  {event['id']} {event['type']}:{gained}{lost}")
+        return
     click.echo(f"rules version {body['version']} is live ({body['rules']} rules)")
 
 

@@ -18,9 +18,10 @@ from engine.redaction import redact
 from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
 from engine.runtime.actions import ActionStore
+from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStatus, EventStore, StoredEvent, new_event_id
 from engine.runtime.intake import Intake
-from engine.runtime.loading import RuleRegistry
+from engine.runtime.loading import RuleRegistry, load_rules
 from engine.web.errors import error
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -77,9 +78,12 @@ def rules() -> Response:
 
 @blueprint.post("/reload")
 def reload() -> tuple[Response, int]:
-    if _body().get("dry_run"):
-        return error(501, "dry runs against history are not available yet; use `hana-rules simulate` meanwhile")
+    body = _body()
     try:
+        if body.get("dry_run"):
+            limit = min(int(body.get("events", DEFAULT_EVENTS)), 10 * DEFAULT_EVENTS)
+            candidate = load_rules(_settings())
+            return jsonify(dry_run(_rules().current(), candidate, _events(), limit=limit)), 200
         rule_set = _rules().publish_from_disk()
     except RuleSetError as exc:
         return jsonify({"error": f"{len(exc.errors)} error(s); the running rule set stays",

@@ -190,3 +190,24 @@ def test_events_cli_lists_shows_and_replays_through_the_admin_api(admin, redis_c
     assert replayed.returncode == 0 and f"replayed {event_id} as " in replayed.stdout
     missing = cli("show", "nope")
     assert missing.returncode == 1 and "no event 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_dry_run_reports_rules_gained_and_lost_per_event_and_changes_nothing(admin, redis_client: redis.Redis) -> None:
+    url, session, settings, rules_dir = admin
+    session.post(f"{url}/admin/reload")
+    youtube = post(url, sample())
+    other = sample()
+    other["lead"]["id"] = {"nomalizeData": "L-9"}
+    other["lead"]["baseSourceInput"] = {"nomalizeData": ["Tiki"]}
+    tiki = post(url, other)
+    build_worker(settings, redis_client).work(burst=True)
+    running = session.get(f"{url}/admin/rules").json()["version"]
+    (rules_dir / "rules.yaml").write_text(
+        RULES_V2.replace("id: greet\n    on: lead.created", "id: greet\n    on: lead.updated")
+    )
+    report = session.post(f"{url}/admin/reload", json={"dry_run": True}).json()
+    assert report["running"] == running and report["events"] == 2 and report["rules"] == 2
+    changes = {entry["id"]: (entry["gained"], entry["lost"]) for entry in report["changed"]}
+    assert changes == {youtube: (["vip"], ["greet"]), tiki: ([], ["greet"])}
+    assert session.get(f"{url}/admin/rules").json()["version"] == running  # nothing went live
+    assert redis_client.llen("rq:queue:actions") == 0  # nothing was sent
