@@ -244,8 +244,9 @@ def reload(settings: Settings, url: str | None, dry_run: bool, event_count: int)
     if answer.status_code != 200:
         raise click.ClickException(body.get("error", f"the server answered {answer.status_code}"))
     if dry_run:
+        summary = f"{len(body['changed'])} of {body['events']} events would match differently"
         click.echo(f"dry run: {body['candidate']} ({body['rules']} rules) against the running {body['running']}: "
-                   f"{len(body['changed'])} of {body['events']} events would match differently; nothing changed")  # fmt: skip
+                   f"{summary}; nothing changed")  # fmt: skip
         for event in body["changed"]:
             gained = f" +{', +'.join(event['gained'])}" if event["gained"] else ""
             lost = f" -{', -'.join(event['lost'])}" if event["lost"] else ""
