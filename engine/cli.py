@@ -67,8 +67,10 @@ def main() -> None:
 @with_settings
 def serve(settings: Settings, host: str | None, port: int | None, workers: int | None, watch: bool) -> None:
     """Run everything on this machine: embedded Redis, the receiver and the workers."""
+    from engine.runtime.metrics import prepare_multiprocess_dir
     from engine.runtime.supervisor import Supervisor
 
+    prepare_multiprocess_dir(settings.data_dir, fresh=True)  # before any child imports prometheus_client
     supervisor = Supervisor(
         settings,
         host=host or settings.host,
@@ -86,6 +88,9 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
 @with_settings
 def web(settings: Settings, host: str | None, port: int | None) -> None:
     """Run the receiver (gunicorn) against REDIS_URL."""
+    from engine.runtime.metrics import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(settings.data_dir, fresh=not os.environ.get("HANA_RULES_SUPERVISED"))
     from engine.runtime.connection import worker_client
     from engine.runtime.loading import RuleRegistry, load_rules
     from engine.web.server import WebServer
@@ -102,6 +107,9 @@ def web(settings: Settings, host: str | None, port: int | None) -> None:
 @with_settings
 def worker(settings: Settings, burst: bool) -> None:
     """Run one worker process against REDIS_URL."""
+    from engine.runtime.metrics import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(settings.data_dir, fresh=False)
     from engine.runtime.connection import worker_client
     from engine.runtime.worker import run_worker
 

@@ -25,6 +25,7 @@ from engine.actions.retry import next_delay
 from engine.hana import ENTITIES, entity_of, now_iso, update_body
 from engine.redaction import redact
 from engine.rules.ruleset import RenderedAction, RuleResult, render_actions
+from engine.runtime.metrics import ACTIONS, RETRIES
 from engine.runtime.queues import ACTIONS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT_RETRIES, RUN_ACTION, queue
 from engine.runtime.state_store import JobWrite
 
@@ -280,6 +281,14 @@ def plan_actions(
 
 def run_action(event_id: str, rule_id: str, index: str) -> str:
     """Deliver one action; a no-op once its completion record says done."""
+    outcome, kind = _run_action(event_id, rule_id, index)
+    ACTIONS.labels(kind, outcome).inc()
+    if outcome == "retrying":
+        RETRIES.labels(kind).inc()
+    return outcome
+
+
+def _run_action(event_id: str, rule_id: str, index: str) -> tuple[str, str]:
     from engine.runtime.jobs import current
 
     context = current()
@@ -288,16 +297,16 @@ def run_action(event_id: str, rule_id: str, index: str) -> str:
     record = store.load(identifier)
     if record is None:
         log.warning("event %s rule %s: action %s has no record (expired?)", event_id, rule_id, index)
-        return "missing"
+        return "missing", "unknown"
     if record.status not in ("pending", "retrying"):
-        return record.status  # done, failed, parked, dropped: nothing to do
+        return "skipped", record.kind  # done, failed, parked, dropped: nothing to do
     settings = context.settings
     application = settings.application(record.application_id) or (
         settings.applications[0] if settings.uses_default_application else None)  # fmt: skip
     application_key = record.application_id or "-"
     if record.kind == "hana_update" and store.is_parked(application_key):
         store.park(application_key, identifier, "waiting: this application's Hana token was refused")
-        return "parked"
+        return "parked", record.kind
     attempt = len(record.attempts) - record.attempt_base + 1
     environment = ActionEnvironment(settings=settings, client=context.outbound, application=application,
                                     event_id=event_id, rule_id=rule_id)  # fmt: skip
@@ -313,22 +322,22 @@ def run_action(event_id: str, rule_id: str, index: str) -> str:
         if exc.park:
             shown = redact({"kind": record.kind, "payload": record.payload}, context.secrets)
             store.park(application_key, identifier, str(exc), request=shown)
-            return "parked"
+            return "parked", record.kind
         if exc.retryable and attempt < settings.delivery.max_attempts:
             delay = next_delay(attempt, settings.delivery, exc.retry_after)
             store.update(identifier, status="retrying", next_attempt_in=f"{delay:.1f}s")
             enqueue_action(context.connection, identifier, attempt=len(record.attempts) + 2, delay=delay)
-            return "retrying"
+            return "retrying", record.kind
         shown = redact({"kind": record.kind, "payload": record.payload}, context.secrets)
         store.dead_letter(identifier, redact(str(exc), context.secrets), exc.response, request=shown)
         context.connection.hincrby("hr:stats:failed", rule_id, 1)
-        return "failed"
+        return "failed", record.kind
     # The completion record, written the moment the answer arrived.
     store.update(identifier, status="done", error="", attempts=[*record.attempts, _attempt(started, response, None)],
                  response=response.as_json() if response else None)  # fmt: skip
     if record.kind == "hana_update":
         store.remember_write(record.application_id, update_body(record.payload))
-    return "done"
+    return "done", record.kind
 
 
 def _attempt(started: float, response: Response | None, error: str | None) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from engine.runtime.events import (
     event_key,
 )
 from engine.runtime.loading import RuleRegistry
+from engine.runtime.metrics import ECHOES, HELD, RULE_MATCHES
 from engine.runtime.queues import (
     ACTIONS_QUEUE,
     EVENTS_QUEUE,
@@ -212,7 +213,10 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
         with context.connection.pipeline(transaction=False) as pipe:
             for rule_id in plan.event_fields["matched"]:
                 pipe.hincrby("hr:stats:matched", rule_id, 1)  # counts for GET /admin/rules
+                RULE_MATCHES.labels(rule_id).inc()
             pipe.execute()
+    if outcome is Commit.OK and plan.event_fields.get("echo"):
+        ECHOES.inc()
     return outcome
 
 
@@ -276,6 +280,7 @@ def apply_loop_guard(context: WorkerContext, evaluation: Evaluation, the_entity:
                           f"times in {guard.per:g}s)")  # fmt: skip
         elif not context.loop_guard.allow(name, per=guard.per, limit=guard.limit, event_id=event_id):
             context.connection.set(hold_key, event_id, ex=max(int(guard.hold), 1))
+            HELD.labels(result.rule.id).inc()
             log.warning("event %s rule %s: loop guard holds it for %s for %gs", event_id, result.rule.id,
                         the_entity, guard.hold)  # fmt: skip
             _skip(result, f"loop guard: acted more than {guard.limit} times in {guard.per:g}s on this entity; "

@@ -24,6 +24,7 @@ from engine.rules.compiler import compile_files
 from engine.rules.errors import RuleError, RuleSetError
 from engine.rules.loader import display_name, load_texts, rule_files
 from engine.rules.ruleset import RuleSet
+from engine.runtime.metrics import RELOADS
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,12 @@ class RuleRegistry:
     def publish_from_disk(self) -> RuleSet:
         """Validate the files on disk and make them the running set everywhere (RuleSetError: nothing changes)."""
         texts, errors = read_texts(self.settings.rules_dir)
-        rule_set = compile_rules(texts, self.settings, read_errors=errors)
+        try:
+            rule_set = compile_rules(texts, self.settings, read_errors=errors)
+        except RuleSetError:
+            RELOADS.labels("refused").inc()
+            raise
+        RELOADS.labels("published").inc()
         self.connection.hset(PUBLISHED_RULES, mapping={
             "version": rule_set.version, "files": json.dumps(texts, ensure_ascii=False), "published_at": now_iso(),
         })  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response, current_app, jsonify
 
+from engine.runtime.metrics import RedisGauges, exposition
 from engine.web.errors import error
 
 blueprint = Blueprint("health", __name__)
@@ -13,6 +14,27 @@ blueprint = Blueprint("health", __name__)
 @blueprint.get("/healthz")
 def healthz() -> Response:
     return jsonify({"status": "ok"})
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    connection: redis.Redis = current_app.extensions["hana_rules.redis"]
+    journal = current_app.extensions["hana_rules.journal"]
+    registry = current_app.extensions["hana_rules.registry"]
+
+    def read() -> dict[str, object]:
+        try:
+            with connection.pipeline(transaction=False) as pipe:
+                pipe.llen("rq:queue:events").llen("rq:queue:actions").zcard("hr:dead").scard("hr:parked-apps")
+                pipe.zcard("hr:queues")
+                events, actions, dead, parked, entities = pipe.execute()
+        except redis.RedisError:
+            events = actions = dead = parked = entities = float("nan")
+        return {"queues": {"events": events, "actions": actions}, "dead": dead, "parked": parked,
+                "entities": entities, "journal": journal.depth(), "version": registry.rule_set.version}  # fmt: skip
+
+    body, content_type = exposition(RedisGauges(read))
+    return Response(body, content_type=content_type)
 
 
 @blueprint.get("/readyz")

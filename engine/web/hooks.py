@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from engine.hana import EVENT_TYPES, canonical_event_type
 from engine.runtime.intake import MAX_BODY_BYTES, Intake, JournalUnavailable
+from engine.runtime.metrics import EVENTS_RECEIVED, RECEIVE_SECONDS
 from engine.web.errors import error
 
 blueprint = Blueprint("hooks", __name__)
@@ -13,6 +16,15 @@ blueprint = Blueprint("hooks", __name__)
 
 @blueprint.post("/hooks/<event_type>")
 def receive(event_type: str) -> tuple[Response, int]:
+    started = time.perf_counter()
+    answer, status = _receive(event_type)
+    outcome = answer.json.get("status", "error") if status == 200 and answer.json else str(status)
+    EVENTS_RECEIVED.labels(canonical_event_type(event_type) or "unknown", outcome).inc()
+    RECEIVE_SECONDS.observe(time.perf_counter() - started)
+    return answer, status
+
+
+def _receive(event_type: str) -> tuple[Response, int]:
     intake: Intake = current_app.extensions["hana_rules.intake"]
     token = request.headers.get("X-Webhook-Token") or request.args.get("token")
     application = intake.authenticate(token)

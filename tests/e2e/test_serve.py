@@ -113,6 +113,13 @@ def test_serve_accepts_processes_stops_cleanly_and_keeps_events_across_restart(t
         assert json.loads(client.hget(f"hr:event:{event_id}", "matched")) == ["normalize-phone-to-e164"]
         ready = requests.get(url.split("/hooks/")[0] + "/readyz", timeout=10).json()
         assert ready["rules"]["count"] == 6
+        # Counters of the gunicorn workers and of the RQ worker process, added up on one page.
+        metrics = wait_for(lambda: (page := requests.get(url.split("/hooks/")[0] + "/metrics", timeout=10).text)
+                           and 'hana_rules_actions_total{kind="hana_update",outcome="failed"}' in page and page,
+                           what="the worker's counters on /metrics")  # fmt: skip
+        assert 'hana_rules_events_received_total{outcome="accepted",type="lead.created"} 1.0' in metrics
+        assert 'hana_rules_rule_matches_total{rule="normalize-phone-to-e164"} 1.0' in metrics
+        assert "hana_rules_receive_seconds_bucket" in metrics and "hana_rules_ruleset_info{version=" in metrics
 
         # Chunked bodies have no length to check up front; gunicorn + Flask still stop at 1 MiB.
         chunks = (b" " * 262144 for _ in range(8))

@@ -187,3 +187,21 @@ def test_health_and_readiness(receiver: str) -> None:
     assert requests.get(f"{receiver}/healthz", timeout=10).json() == {"status": "ok"}
     ready = requests.get(f"{receiver}/readyz", timeout=10)
     assert ready.status_code == 200 and ready.json()["redis"] == "ok"
+
+
+def test_metrics_count_what_the_receiver_answered(receiver: str) -> None:
+    def value(page: str, line_start: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith(line_start))
+
+    before = requests.get(f"{receiver}/metrics", timeout=10).text
+    post(receiver, "lead.created", sample())
+    post(receiver, "lead.created", sample())  # Hana's retry
+    post(receiver, "lead.created", b"[]")
+    post(receiver, "lead.created", sample(), token="wrong")
+    after = requests.get(f"{receiver}/metrics", timeout=10).text
+    for outcome, added in (("accepted", 1), ("duplicate", 1), ("quarantined", 1), ("401", 1)):
+        line = f'hana_rules_events_received_total{{outcome="{outcome}",type="lead.created"}}'
+        assert value(after, line) - value(before, line) == added, outcome
+    assert value(after, "hana_rules_receive_seconds_count") - value(before, "hana_rules_receive_seconds_count") == 4
+    assert 'hana_rules_queue_depth{queue="events"} 1.0' in after
+    assert "hana_rules_dead_letters 0.0" in after and "hana_rules_journal_depth 0.0" in after
