@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,17 +71,30 @@ def body(lead_id: str, seq: int) -> bytes:
     data = json.loads(json.dumps(SAMPLE))
     data["lead"]["id"] = {"nomalizeData": lead_id, "rawData": lead_id}
     data["lead"]["cf_number_seq"] = {"nomalizeData": seq, "rawData": seq}
+    # already +84: the example phone rule does not act, so this measures evaluation and ordering only
+    data["lead"]["basePhonenumber"] = {"nomalizeData": "+84978712200", "rawData": "+84978712200"}
     return json.dumps(data).encode()
+
+
+MEMORY: dict[str, float] = {}
 
 
 def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool) -> float:
     bodies = [body(f"L{i}" if distinct else "HOT", i) for i in range(count)]
     application = intake.settings.applications[0]
+    before = client.info("memory")["used_memory"]
     started = time.perf_counter()
     for data in bodies:
         intake.receive("lead.updated" if not distinct else "lead.created", data, application)
     wait_until(lambda: client.zcard(WAITING_QUEUES) == 0 and client.llen("rq:queue:events") == 0)
-    return count / (time.perf_counter() - started)
+    rate = count / (time.perf_counter() - started)
+    wait_until(lambda: client.llen("rq:queue:actions") == 0)
+    if distinct:  # event, trace, action records, the lead's state, the dedup key: what retention keeps
+        MEMORY["per_event"] = (client.info("memory")["used_memory"] - before) / count
+        MEMORY["event_hash"] = statistics.mean(
+            client.memory_usage(f"hr:event:{i.decode()}") or 0 for i in client.zrange("hr:events", -50, -1)
+        )
+    return rate
 
 
 def run_noop(client: redis.Redis, count: int) -> float:
@@ -122,6 +136,10 @@ def main() -> None:
     print(f"{'':24} {'1 worker':>10} {'2 workers':>10}")
     for name in ("no-op RQ jobs", "1,000+ distinct leads", "one hot lead"):
         print(f"{name:24} {results[(1, name)]:>10.0f} {results[(2, name)]:>10.0f}")
+    print(
+        f"Redis memory per processed event (the sample lead, example rules): {MEMORY['per_event'] / 1024:.1f} KiB "
+        f"in all, of which the event's own hash (body, context, trace) {MEMORY['event_hash'] / 1024:.1f} KiB"
+    )
     for workers in (1, 2):
         noop = results[(workers, "no-op RQ jobs")]
         print(f"{workers} worker(s): distinct leads at {results[(workers, '1,000+ distinct leads')] / noop:.2f}x "

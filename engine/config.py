@@ -46,6 +46,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "web_workers": _COUNT,
         "log_format": {"enum": ["text", "json"]},
         "retention": _DURATION,
+        "max_events": _COUNT,
         "applications": {
             "type": "array",
             "items": {
@@ -154,6 +155,7 @@ class Settings:
     web_workers: int = 2
     log_format: str = "text"
     retention: float = 7 * 86400.0
+    max_events: int = 100_000
     outbound: Outbound = field(default_factory=Outbound)
     smtp: Smtp | None = None
     delivery: Delivery = field(default_factory=Delivery)
@@ -302,6 +304,7 @@ def _resolve(
         web_workers=number("web_workers", raw.get("web_workers", 2), minimum=1),
         log_format=raw.get("log_format", "text"),
         retention=duration("retention", raw.get("retention", "7d")),
+        max_events=number("max_events", raw.get("max_events", 100_000), minimum=1),
         outbound=Outbound(
             allow_hosts=tuple(h.lower() for h in outbound_raw.get("allow_hosts", out_defaults.allow_hosts)),
             timeout=duration("outbound.timeout", outbound_raw.get("timeout", out_defaults.timeout)),

@@ -232,6 +232,30 @@ class EventStore:
             mapping[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
         self.connection.hset(event_key(event_id), mapping=mapping)
 
+    def trim(self, *, max_events: int, batch: int = 1000) -> int:
+        """Keep the index to the retention period and to `max_events`; the overflow's records go too.
+
+        Event hashes expire by themselves after `retention`; this keeps the index from
+        listing them, and enforces the count cap on a busy installation.
+        """
+        cutoff_ms = (time.time() - self.retention) * 1000
+        removed = int(self.connection.zremrangebyscore(EVENTS_INDEX, "-inf", cutoff_ms))
+        overflow = int(self.connection.zcard(EVENTS_INDEX)) - max_events
+        while overflow > 0:
+            oldest = self.connection.zrange(EVENTS_INDEX, 0, min(overflow, batch) - 1)
+            with self.connection.pipeline(transaction=False) as pipe:
+                for raw in oldest:
+                    event_id = raw.decode()
+                    actions = self.connection.hget(event_key(event_id), "actions")
+                    for entry in json.loads(actions) if actions else []:
+                        pipe.delete(f"hr:action:{event_id}:{entry['rule']}:{entry['index']}")
+                    pipe.delete(event_key(event_id))
+                pipe.zrem(EVENTS_INDEX, *oldest)
+                pipe.execute()
+            removed += len(oldest)
+            overflow -= len(oldest)
+        return removed
+
     def recent(self, limit: int) -> list[str]:
         return [i.decode() for i in self.connection.zrevrange(EVENTS_INDEX, 0, limit - 1)]
 

@@ -32,8 +32,12 @@ class HanaWorker(SimpleWorker):
         super().clean_registries()
         try:
             jobs.sweep_stalled_queues(self.connection)
+            context = jobs.current()
+            trimmed = context.events.trim(max_events=context.settings.max_events)
+            if trimmed:
+                log.info("retention: %d event(s) left the history", trimmed)
         except redis.RedisError as exc:
-            log.warning("sweeper: skipped (%s)", exc)
+            log.warning("maintenance: skipped (%s)", exc)
 
 
 def build_worker(

@@ -112,3 +112,19 @@ def test_the_job_of_a_dead_worker_is_taken_up_by_another(settings: Settings, red
     # The promise of SPEC §6: the heartbeat expires, then maintenance runs within its interval.
     assert heartbeat_expiry + MAINTENANCE_INTERVAL <= 120
     assert WORKER_TTL - 15 <= MAINTENANCE_INTERVAL  # an idle worker wakes up often enough to do it
+
+
+def test_retention_trims_the_history_by_age_and_by_count(settings: Settings, redis_client: redis.Redis) -> None:
+    from dataclasses import replace as with_
+
+    rule_set = compile_texts({"r.yaml": "rules:\n  - {id: hi, on: lead.created, then: [{log: hi}]}\n"})
+    ids = [accept(settings, redis_client, b'{"lead": {"id": "L%d"}}' % n) for n in range(5)]
+    build_worker(settings, redis_client, rule_set=rule_set).work(burst=True)
+    assert all(redis_client.exists(f"hr:action:{i}:hi:0") for i in ids)
+    store = EventStore(redis_client, retention=60)
+    assert store.trim(max_events=3) == 2
+    assert store.recent(10) == ids[:1:-1]  # the three newest remain, newest first
+    assert not redis_client.exists(f"hr:event:{ids[0]}") and not redis_client.exists(f"hr:action:{ids[0]}:hi:0")
+    redis_client.zadd("hr:events", {"ancient": 1})  # received in 1970: past any retention
+    assert EventStore(redis_client, retention=with_(settings).retention).trim(max_events=100) == 1
+    assert redis_client.ttl(f"hr:event:{ids[-1]}") > 0  # every event hash expires by itself as well
