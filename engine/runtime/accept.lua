@@ -4,7 +4,7 @@
 -- KEYS: 1 event hash, 2 last-event key of its entity (dedup), 3 events index, 4 RQ job hash,
 --       5 RQ queue, 6 the entity's queue of events, 7 index of non-empty entity queues
 -- ARGV: 1 event id, 2 "type|fingerprint" ('' = no dedup), 3 dedup window seconds,
---       4 retention seconds, 5 received score (ms), 6 job id ('' = quarantined: nothing to run),
+--       4 retention seconds, 5 received score (µs), 6 job id ('' = quarantined: nothing to run),
 --       7 event key prefix, 8 '1' when fed from the journal (may already be stored),
 --       9 number of event fields n, then n field/value pairs of the event, then the job's pairs
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then

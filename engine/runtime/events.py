@@ -44,8 +44,8 @@ class Outcome(StrEnum):
 
 
 def new_event_id() -> str:
-    """Sortable by arrival (milliseconds first), unique by 48 random bits."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+    """Sortable by arrival (microseconds first), unique by 40 random bits."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
 
 
 def event_key(event_id: str) -> str:
@@ -69,7 +69,7 @@ class ReceivedEvent:
     id: str
     type: str
     received_at: str
-    received_ms: int
+    received_us: int
     body: bytes
     application_id: str | None
     entity_id: str | None
@@ -161,7 +161,7 @@ class EventStore:
             f"{event.type}|{event.fingerprint}" if event.fingerprint else "",
             DUPLICATE_WINDOW_SECONDS,
             self.retention,
-            event.received_ms,
+            event.received_us,
             job_id,
             EVENT_KEY_PREFIX,
             "1" if from_journal else "0",
@@ -238,8 +238,8 @@ class EventStore:
         Event hashes expire by themselves after `retention`; this keeps the index from
         listing them, and enforces the count cap on a busy installation.
         """
-        cutoff_ms = (time.time() - self.retention) * 1000
-        removed = int(self.connection.zremrangebyscore(EVENTS_INDEX, "-inf", cutoff_ms))
+        cutoff_us = (time.time() - self.retention) * 1_000_000
+        removed = int(self.connection.zremrangebyscore(EVENTS_INDEX, "-inf", cutoff_us))
         overflow = int(self.connection.zcard(EVENTS_INDEX)) - max_events
         while overflow > 0:
             oldest = self.connection.zrange(EVENTS_INDEX, 0, min(overflow, batch) - 1)

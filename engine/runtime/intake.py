@@ -71,12 +71,12 @@ class Intake:
 
     def judge(self, event_type: str, body: bytes, application: Application) -> ReceivedEvent:
         """Parse and classify; never raises for any body."""
-        received_ms = time.time_ns() // 1_000_000
+        received_us = time.time_ns() // 1000  # the index's score: arrival order to the microsecond
         common: dict[str, Any] = {
             "id": new_event_id(),
             "type": event_type,
             "received_at": now_iso(),
-            "received_ms": received_ms,
+            "received_us": received_us,
             "body": body,
         }
         parsed, reason = _parse(body)

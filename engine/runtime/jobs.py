@@ -169,9 +169,9 @@ def sweep_stalled_queues(connection: redis.Redis, *, older_than: float = 60.0, l
     The safety net for a drain job that exhausted its retries (say, a long Redis outage):
     later events of that entity found its queue non-empty and enqueued no job.
     """
-    cutoff_ms = (time.time() - older_than) * 1000
+    cutoff_us = (time.time() - older_than) * 1_000_000
     revived = 0
-    for raw in connection.zrangebyscore(WAITING_QUEUES, "-inf", cutoff_ms, start=0, num=limit):
+    for raw in connection.zrangebyscore(WAITING_QUEUES, "-inf", cutoff_us, start=0, num=limit):
         queue_key = raw.decode()
         if connection.exists("hr:lock:" + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)):
             continue  # being drained right now
@@ -179,7 +179,7 @@ def sweep_stalled_queues(connection: redis.Redis, *, older_than: float = 60.0, l
         if head is None:
             connection.zrem(WAITING_QUEUES, queue_key)
             continue
-        connection.zadd(WAITING_QUEUES, {queue_key: time.time() * 1000})  # not again before `older_than`
+        connection.zadd(WAITING_QUEUES, {queue_key: time.time() * 1_000_000})  # not again before `older_than`
         enqueue_drain(connection, head.decode(), f"sweep{int(time.time())}")
         revived += 1
     if revived:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL, type TEXT NOT NULL, received_at TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    id TEXT NOT NULL, type TEXT NOT NULL, received_at TEXT NOT NULL, received_us INTEGER NOT NULL,
     body BLOB NOT NULL, application_id TEXT, entity_id TEXT, fingerprint TEXT, reason TEXT
 )
 """
@@ -55,10 +55,10 @@ class Journal:
         with self._lock:
             connection = self._connect()
             connection.execute(
-                "INSERT INTO entries (id, type, received_at, received_ms, body, application_id, entity_id,"
+                "INSERT INTO entries (id, type, received_at, received_us, body, application_id, entity_id,"
                 " fingerprint, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    event.id, event.type, event.received_at, event.received_ms, event.body,
+                    event.id, event.type, event.received_at, event.received_us, event.body,
                     event.application_id, event.entity_id, event.fingerprint, event.quarantine_reason,
                 ),
             )  # fmt: skip
@@ -79,7 +79,7 @@ class Journal:
             connection = self._connect()
             while True:
                 rows = connection.execute(
-                    "SELECT seq, id, type, received_at, received_ms, body, application_id, entity_id,"
+                    "SELECT seq, id, type, received_at, received_us, body, application_id, entity_id,"
                     " fingerprint, reason FROM entries ORDER BY seq LIMIT ?",
                     (batch,),
                 ).fetchall()
@@ -87,7 +87,7 @@ class Journal:
                     break
                 for seq, *fields in rows:
                     event = ReceivedEvent(
-                        id=fields[0], type=fields[1], received_at=fields[2], received_ms=fields[3],
+                        id=fields[0], type=fields[1], received_at=fields[2], received_us=fields[3],
                         body=bytes(fields[4]), application_id=fields[5], entity_id=fields[6],
                         fingerprint=fields[7], quarantine_reason=fields[8],
                     )  # fmt: skip
