@@ -136,7 +136,8 @@ def email(payload: Any, env: ActionEnvironment) -> Response | None:
 
 @executor("log")
 def write_log(payload: Any, env: ActionEnvironment) -> Response | None:
-    log.info("event %s rule %s: %s", env.event_id, env.rule_id, payload)
+    log.info("event %s rule %s: %s", env.event_id, env.rule_id, payload,
+             extra={"event_id": env.event_id, "rule_id": env.rule_id})  # fmt: skip
     return Response(status_code=0, body=str(payload)[:2000])
 
 

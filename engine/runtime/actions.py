@@ -318,7 +318,7 @@ def _run_action(event_id: str, rule_id: str, index: str) -> tuple[str, str]:
         store.update(identifier, attempts=[*record.attempts, entry], error=str(exc),
                      response=exc.response.as_json() if exc.response else None)  # fmt: skip
         log.warning("event %s rule %s: %s action failed (attempt %d): %s", event_id, rule_id, record.kind, attempt,
-                    redact(str(exc), context.secrets))  # fmt: skip
+                    redact(str(exc), context.secrets), extra={"event_id": event_id, "rule_id": rule_id})  # fmt: skip
         if exc.park:
             shown = redact({"kind": record.kind, "payload": record.payload}, context.secrets)
             store.park(application_key, identifier, str(exc), request=shown)
@@ -332,6 +332,8 @@ def _run_action(event_id: str, rule_id: str, index: str) -> tuple[str, str]:
         store.dead_letter(identifier, redact(str(exc), context.secrets), exc.response, request=shown)
         context.connection.hincrby("hr:stats:failed", rule_id, 1)
         return "failed", record.kind
+    log.info("event %s rule %s: %s action done", event_id, rule_id, record.kind,
+             extra={"event_id": event_id, "rule_id": rule_id})  # fmt: skip
     # The completion record, written the moment the answer arrived.
     store.update(identifier, status="done", error="", attempts=[*record.attempts, _attempt(started, response, None)],
                  response=response.as_json() if response else None)  # fmt: skip

@@ -205,7 +205,7 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
     except (redis.RedisError, TimeoutError):
         raise  # Redis trouble: the job fails and RQ retries it; nothing was committed
     except Exception as exc:  # a poison event must not block its entity's queue
-        log.exception("event %s: processing failed", event_id)
+        log.exception("event %s: processing failed", event_id, extra={"event_id": event_id})
         failed = {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
         return commit(CommitPlan(event_fields=failed))
     outcome = commit(plan)
@@ -263,7 +263,8 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
         "evaluation": redact(evaluation.as_json(), secrets_),
         "actions": redact(pending_actions(evaluation), secrets_),
     }
-    log.info("event %s: %s processed, matched %s%s", event.id, event.type, fields["matched"], " (echo)" if echo else "")
+    log.info("event %s: %s processed, matched %s%s", event.id, event.type, fields["matched"], " (echo)" if echo else "",
+             extra={"event_id": event.id})  # fmt: skip
     return CommitPlan(change=change, state=state, event_fields=fields, records=records, jobs=jobs_)
 
 
@@ -282,7 +283,7 @@ def apply_loop_guard(context: WorkerContext, evaluation: Evaluation, the_entity:
             context.connection.set(hold_key, event_id, ex=max(int(guard.hold), 1))
             HELD.labels(result.rule.id).inc()
             log.warning("event %s rule %s: loop guard holds it for %s for %gs", event_id, result.rule.id,
-                        the_entity, guard.hold)  # fmt: skip
+                        the_entity, guard.hold, extra={"event_id": event_id, "rule_id": result.rule.id})  # fmt: skip
             _skip(result, f"loop guard: acted more than {guard.limit} times in {guard.per:g}s on this entity; "
                           f"held for {guard.hold:g}s")  # fmt: skip
 

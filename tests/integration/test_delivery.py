@@ -517,3 +517,23 @@ def test_a_webhook_sends_its_method_headers_and_json(deploy) -> None:
     assert request.headers["x-source"] == "hana" and request.headers["x-lead"] == "e734c76a-52ca-44f0-a21e8e1fe627c308"
     assert request.json == {"name": "Toan Truyen", "sources": ["Youtube", "Sendo"]}
     assert [a.status for a in deployment.actions(event_id)] == ["done"]
+
+
+def test_json_logs_carry_event_and_rule_ids_and_no_token(deploy, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from engine import logs
+
+    deployment = deploy(PHONE_RULE)
+    deployment.hana.answer(Answer(400, {"error": f"bad token {ACCESS_TOKEN}?"}))
+    logs.configure("json")
+    try:
+        event_id = deployment.post("lead.created", sample())
+        deployment.run_burst()
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    failure = next(line for line in lines if "action failed" in line["message"])
+    assert failure["event_id"] == event_id and failure["rule_id"] == "normalize" and failure["level"] == "warning"
+    assert any(line.get("event_id") == event_id and "processed" in line["message"] for line in lines)
+    assert all(ACCESS_TOKEN not in json.dumps(line) for line in lines)
