@@ -54,7 +54,7 @@ def test_rendering(source: str, expected: object) -> None:
         ("{{ '%999999999s' % 'x' }}", "% text formatting"),
         ("{{ ''.__class__.__mro__ }}", "sandbox"),
         ("{{ lead.update({'id': 'x'}) }}", "sandbox"),
-        ("{{ 'a' | center(1000000000) }}", "No filter named 'center'"),
+        ("{{ 'a' | center(1000000000) }}", "no filter named 'center'"),
         ("{{ 'soon' | date }}", "is not a date"),
     ],
 )
