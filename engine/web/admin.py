@@ -79,9 +79,11 @@ def rules() -> Response:
 @blueprint.post("/reload")
 def reload() -> tuple[Response, int]:
     body = _body()
+    limit = body.get("events", DEFAULT_EVENTS)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10 * DEFAULT_EVENTS:
+        return error(400, f"events must be a whole number from 1 to {10 * DEFAULT_EVENTS}")
     try:
         if body.get("dry_run"):
-            limit = min(int(body.get("events", DEFAULT_EVENTS)), 10 * DEFAULT_EVENTS)
             candidate = load_rules(_settings())
             return jsonify(dry_run(_rules().current(), candidate, _events(), limit=limit)), 200
         rule_set = _rules().publish_from_disk()
@@ -114,9 +116,11 @@ def _summary(event: StoredEvent) -> dict[str, Any]:
 @blueprint.get("/events")
 def events() -> tuple[Response, int]:
     try:
-        limit = min(int(request.args.get("limit", 100)), MAX_LIMIT)
+        limit = int(request.args.get("limit", 100))
     except ValueError:
-        return error(400, "limit must be a whole number")
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
     wanted_type = request.args.get("type")
     wanted_rule = request.args.get("rule")
     wanted_status = request.args.get("status")

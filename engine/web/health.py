@@ -16,6 +16,13 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
+@blueprint.get("/openapi.json")
+def openapi() -> Response:
+    from engine.web.openapi import DOCUMENT
+
+    return jsonify(DOCUMENT)
+
+
 @blueprint.get("/metrics")
 def metrics() -> Response:
     connection: redis.Redis = current_app.extensions["hana_rules.redis"]

@@ -1,0 +1,244 @@
+"""The OpenAPI 3.0 document of the whole HTTP API, served at /openapi.json.
+
+Kept true by a schemathesis run against a live server in the test suite: every
+status and shape answered must be documented here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import __version__
+from engine.hana import ALIASES, EVENT_TYPES
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Bad request", 401: "Missing or wrong token", 404: "Not found", 409: "Conflict",
+        413: "Body over 1 MiB", 422: "The rules have errors; the running set stays", 503: "Unavailable",
+    }  # fmt: skip
+    return {str(code): _json(_ERROR, text[code]) for code in codes}
+
+
+_ADMIN = {"security": [{"admin": []}]}
+_EVENT_ID = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ACTION_ID = {"name": "action_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "hana-rules",
+        "version": __version__,
+        "description": "Receives Hana's lead/opportunity events; admin API of the rule engine.",
+    },  # fmt: skip
+    "components": {
+        "securitySchemes": {
+            "admin": {"type": "http", "scheme": "bearer"},
+            "webhookQuery": {"type": "apiKey", "in": "query", "name": "token"},
+            "webhookHeader": {"type": "apiKey", "in": "header", "name": "X-Webhook-Token"},
+        },
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            "Receipt": {
+                "type": "object",
+                "required": ["status", "event_id"],
+                "properties": {
+                    "status": {"enum": ["accepted", "duplicate", "quarantined"]},
+                    "event_id": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
+            "Evaluation": {
+                "type": "object",
+                "required": ["version", "matched", "rules"],
+                "properties": {
+                    "version": {"type": "string"},
+                    "matched": {"type": "array", "items": {"type": "string"}},
+                    "rules": {"type": "array", "items": {"type": "object", "required": ["id", "matched"]}},
+                },
+            },
+            "EventSummary": {
+                "type": "object",
+                "required": ["id", "type", "received_at", "status", "matched"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "type": {"type": "string"},
+                    "received_at": {"type": "string"},
+                    "status": {"enum": ["received", "processing", "done", "failed", "quarantined"]},
+                    "matched": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },  # fmt: skip
+    },
+    "paths": {
+        "/hooks/{event_type}": {
+            "post": {
+                "summary": "Receive one Hana event",
+                "security": [{"webhookQuery": []}, {"webhookHeader": []}],
+                "parameters": [
+                    {
+                        "name": "event_type",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": ", ".join([*EVENT_TYPES, *ALIASES]),
+                    }
+                ],  # fmt: skip
+                "requestBody": {"content": {"application/json": {"schema": {}}}},
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Receipt"}, "Accepted, duplicate or quarantined"),
+                    **_errors(401, 404, 413, 503),
+                },  # fmt: skip
+            }
+        },
+        "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json({"type": "object"}, "Up")}}},
+        "/readyz": {
+            "get": {
+                "summary": "Redis reachable, rules loaded",
+                "responses": {"200": _json({"type": "object"}, "Ready"), **_errors(503)},
+            }
+        },  # fmt: skip
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}},
+            }
+        },  # fmt: skip
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI")}}
+        },
+        "/admin/rules": {
+            "get": {
+                **_ADMIN,
+                "summary": "The running rules with their counts",
+                "responses": {
+                    "200": _json({"type": "object", "required": ["version", "rules"]}, "Rules"),
+                    **_errors(401),
+                },
+            }
+        },  # fmt: skip
+        "/admin/reload": {
+            "post": {
+                **_ADMIN,
+                "summary": "Make the rule files live everywhere, or compare them against history",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "dry_run": {"type": "boolean"},
+                                    "events": {"type": "integer", "minimum": 1, "maximum": 10000},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": _json({"type": "object"}, "Live, or the dry run's report"),
+                    **_errors(400, 401, 422),
+                },
+            }
+        },  # fmt: skip
+        "/admin/simulate": {
+            "post": {
+                **_ADMIN,
+                "summary": "Evaluate one event, explained; nothing is sent",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["event_type", "payload"],
+                                "properties": {
+                                    "event_type": {"type": "string"},
+                                    "payload": {"type": "object"},
+                                    "previous": {"type": "object"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Evaluation"}, "The evaluation"),
+                    **_errors(400, 401),
+                },
+            }
+        },  # fmt: skip
+        "/admin/events": {
+            "get": {
+                **_ADMIN,
+                "summary": "Recent events, newest first",
+                "parameters": [
+                    {"name": n, "in": "query", "schema": {"type": "string"}} for n in ("type", "rule", "status")
+                ]
+                + [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {
+                                "events": {"type": "array", "items": {"$ref": "#/components/schemas/EventSummary"}}
+                            },
+                        },
+                        "Events",
+                    ),
+                    **_errors(400, 401),
+                },
+            }
+        },  # fmt: skip
+        "/admin/events/{event_id}": {
+            "get": {
+                **_ADMIN,
+                "summary": "One event's whole story",
+                "parameters": [_EVENT_ID],
+                "responses": {
+                    "200": _json({"type": "object", "required": ["id", "body", "rules", "actions"]}, "The event"),
+                    **_errors(401, 404),
+                },
+            }
+        },  # fmt: skip
+        "/admin/events/{event_id}/replay": {
+            "post": {
+                **_ADMIN,
+                "summary": "Process a stored event again as a new event",
+                "parameters": [_EVENT_ID],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Receipt"}, "Replayed"),
+                    **_errors(401, 404, 409, 503),
+                },
+            }
+        },  # fmt: skip
+        "/admin/failed": {
+            "get": {
+                **_ADMIN,
+                "summary": "Dead letters and parked actions",
+                "responses": {"200": _json({"type": "object", "required": ["failed"]}, "Dead letters"), **_errors(401)},
+            }
+        },  # fmt: skip
+        "/admin/failed/{action_id}/retry": {
+            "post": {
+                **_ADMIN,
+                "summary": "Retry a dead letter (a parked one resumes its application)",
+                "parameters": [_ACTION_ID],
+                "responses": {"200": _json({"type": "object"}, "Queued"), **_errors(401, 404)},
+            }
+        },  # fmt: skip
+        "/admin/failed/{action_id}": {
+            "delete": {
+                **_ADMIN,
+                "summary": "Forget a dead letter",
+                "parameters": [_ACTION_ID],
+                "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(401, 404)},
+            }
+        },  # fmt: skip
+    },
+}

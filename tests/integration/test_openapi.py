@@ -1,0 +1,63 @@
+"""The OpenAPI document is kept true: schemathesis generates requests for every operation
+against a live server and checks every answer's status, content type and shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+import schemathesis
+from hypothesis import HealthCheck, settings as hypothesis_settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from engine.config import Settings
+from engine.runtime.connection import receiver_client
+from engine.web.app import create_app
+from tests.conftest import SHOP_A_TOKEN
+from tests.helpers import live_server
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture
+def api_server(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[tuple[str, Settings]]:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("rules:\n  - {id: hi, on: '*', then: [{log: hi}]}\n")
+    settings = replace(settings, rules_dir=rules)
+    app = create_app(settings, connection=receiver_client(settings.redis_url), drain_journal=False)
+    with live_server(app) as url:
+        yield url, settings
+
+
+@pytest.fixture
+def api_schema(api_server: tuple[str, Settings]):  # noqa: ANN201
+    return schemathesis.openapi.from_url(f"{api_server[0]}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@hypothesis_settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_answer_matches_the_openapi_document(case, api_server: tuple[str, Settings]) -> None:  # noqa: ANN001
+    headers = {"Authorization": f"Bearer {api_server[1].admin_token}", "X-Webhook-Token": SHOP_A_TOKEN}
+    case.call_and_validate(headers=headers, checks=CHECKS)
+
+
+def test_every_route_is_documented(api_server: tuple[str, Settings]) -> None:
+    from engine.web.openapi import DOCUMENT
+
+    documented = {path.replace("{", "<").replace("}", ">") for path in DOCUMENT["paths"]}
+    settings = api_server[1]
+    app = create_app(settings, connection=receiver_client(settings.redis_url), drain_journal=False)
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert routes == documented
