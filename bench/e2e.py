@@ -34,10 +34,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rq import Queue  # noqa: E402
-from rq.registry import StartedJobRegistry  # noqa: E402
-from rq.serializers import JSONSerializer  # noqa: E402
 
+from bench.baseline import drain_noop  # noqa: E402
 from engine.runtime.embedded import free_port  # noqa: E402
 
 RULE = """
@@ -146,19 +144,6 @@ def measure(workers: int, duration: int) -> dict[str, float]:
     return {"throughput": throughput, "noop": noop, "p50": statistics.median(latencies),
             "p99": sorted(latencies)[int(len(latencies) * 0.99) - 1], "lost": len(latency_sent) - len(latencies),
             "posted": len(sent)}  # fmt: skip
-
-
-def drain_noop(client: redis.Redis, count: int) -> float:
-    queue = Queue("events", connection=client, serializer=JSONSerializer)
-    registry = StartedJobRegistry(queue=queue)
-    started = time.perf_counter()
-    with client.pipeline() as pipe:
-        for _ in range(count):
-            queue.enqueue("os.getpid", result_ttl=0, pipeline=pipe)
-        pipe.execute()
-    while client.llen("rq:queue:events") or registry.count:
-        time.sleep(0.01)
-    return count / (time.perf_counter() - started)
 
 
 def main() -> None:

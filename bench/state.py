@@ -26,10 +26,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rq import Queue  # noqa: E402
-from rq.registry import StartedJobRegistry  # noqa: E402
-from rq.serializers import JSONSerializer  # noqa: E402
 
+from bench.baseline import drain_noop  # noqa: E402
 from engine.config import load_settings, with_generated_tokens  # noqa: E402
 from engine.runtime.embedded import EmbeddedRedis  # noqa: E402
 from engine.runtime.events import WAITING_QUEUES, EventStore  # noqa: E402
@@ -97,18 +95,6 @@ def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool) 
     return rate
 
 
-def run_noop(client: redis.Redis, count: int) -> float:
-    queue = Queue("events", connection=client, serializer=JSONSerializer)
-    registry = StartedJobRegistry(queue=queue)
-    started = time.perf_counter()
-    with client.pipeline() as pipe:
-        for _ in range(count):
-            queue.enqueue("os.getpid", result_ttl=0, pipeline=pipe)
-        pipe.execute()
-    wait_until(lambda: client.llen("rq:queue:events") == 0 and registry.count == 0)
-    return count / (time.perf_counter() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2000)
@@ -126,7 +112,7 @@ def main() -> None:
                 client.flushall()
                 processes = start_workers(workers, config, server.url, client)
                 try:
-                    results[(workers, "no-op RQ jobs")] = run_noop(client, arguments.events)
+                    results[(workers, "no-op RQ jobs")] = drain_noop(client, arguments.events)
                     results[(workers, "1,000+ distinct leads")] = run_events(intake, client, arguments.events, True)
                     results[(workers, "one hot lead")] = run_events(intake, client, arguments.events, False)
                 finally:

@@ -70,7 +70,8 @@ def load_texts(texts: Mapping[str, str], env: Mapping[str, str]) -> LoadedFiles:
     return LoadedFiles(files=tuple(files), errors=tuple(errors), version=digest.hexdigest()[:12])
 
 
-def load_directory(rules_dir: Path, env: Mapping[str, str]) -> LoadedFiles:
+def read_texts(rules_dir: Path) -> tuple[dict[str, str], list[RuleError]]:
+    """Every rule file's text by display name, and one error per file that cannot be read."""
     texts: dict[str, str] = {}
     unreadable: list[RuleError] = []
     for path in rule_files(rules_dir):
@@ -79,6 +80,11 @@ def load_directory(rules_dir: Path, env: Mapping[str, str]) -> LoadedFiles:
             texts[name] = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             unreadable.append(RuleError(name, 1, 1, f"cannot read this file: {exc}"))
+    return texts, unreadable
+
+
+def load_directory(rules_dir: Path, env: Mapping[str, str]) -> LoadedFiles:
+    texts, unreadable = read_texts(rules_dir)
     loaded = load_texts(texts, env)
     return LoadedFiles(loaded.files, (*unreadable, *loaded.errors), loaded.version)
 

@@ -22,25 +22,13 @@ from engine.config import Settings
 from engine.hana import now_iso
 from engine.rules.compiler import compile_files
 from engine.rules.errors import RuleError, RuleSetError
-from engine.rules.loader import display_name, load_texts, rule_files
+from engine.rules.loader import load_texts, read_texts
 from engine.rules.ruleset import RuleSet
 from engine.runtime.metrics import RELOADS
 
 log = logging.getLogger(__name__)
 
 PUBLISHED_RULES = "hr:rules"  # hash: version, files (JSON {name: text}), published_at
-
-
-def read_texts(rules_dir: Path) -> tuple[dict[str, str], list[RuleError]]:
-    texts: dict[str, str] = {}
-    errors: list[RuleError] = []
-    for path in rule_files(rules_dir):
-        name = display_name(path)
-        try:
-            texts[name] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(RuleError(name, 1, 1, f"cannot read this file: {exc}"))
-    return texts, errors
 
 
 def compile_rules(texts: dict[str, str], settings: Settings, *, read_errors: list[RuleError] | None = None) -> RuleSet:
