@@ -17,35 +17,32 @@ blueprint = Blueprint("hooks", __name__)
 @blueprint.post("/hooks/<event_type>")
 def receive(event_type: str) -> tuple[Response, int]:
     started = time.perf_counter()
-    answer, status = _receive(event_type)
-    outcome = answer.json.get("status", "error") if status == 200 and answer.json else str(status)
+    answer, status, outcome = _receive(event_type)
     EVENTS_RECEIVED.labels(canonical_event_type(event_type) or "unknown", outcome).inc()
     RECEIVE_SECONDS.observe(time.perf_counter() - started)
     return answer, status
 
 
-def _receive(event_type: str) -> tuple[Response, int]:
+def _receive(event_type: str) -> tuple[Response, int, str]:
+    """(answer, status, outcome for the metrics): accepted, duplicate, quarantined, or the status code."""
     intake: Intake = current_app.extensions["hana_rules.intake"]
     token = request.headers.get("X-Webhook-Token") or request.args.get("token")
     application = intake.authenticate(token)
     if application is None:
-        return error(401, "missing or wrong webhook token; use the URL printed by `hana-rules serve`")
+        return (*error(401, "missing or wrong webhook token; use the URL printed by `hana-rules serve`"), "401")
     canonical = canonical_event_type(event_type)
     if canonical is None:
-        return error(
-            404,
-            f"unknown event type {event_type[:64]!r}",
-            valid=list(EVENT_TYPES) + [t.replace("opportunity", "ticket") for t in EVENT_TYPES[3:]],
-        )
+        valid = list(EVENT_TYPES) + [t.replace("opportunity", "ticket") for t in EVENT_TYPES[3:]]
+        return (*error(404, f"unknown event type {event_type[:64]!r}", valid=valid), "404")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return error(413, "the body is larger than 1 MiB")
+        return (*error(413, "the body is larger than 1 MiB"), "413")
     # A chunked body has no length up front. Werkzeug stops such a stream at MAX_CONTENT_LENGTH
     # (one byte past our limit) without an error, so reading that extra byte is how we tell.
     body = request.get_data(cache=False)
     if len(body) > MAX_BODY_BYTES:
-        return error(413, "the body is larger than 1 MiB")
+        return (*error(413, "the body is larger than 1 MiB"), "413")
     try:
         receipt = intake.receive(canonical, body, application)
     except JournalUnavailable:
-        return error(503, "the event could not be stored (Redis and the local journal both failed); retry")
-    return jsonify(receipt.as_json()), 200
+        return (*error(503, "the event could not be stored (Redis and the local journal both failed); retry"), "503")
+    return jsonify(receipt.as_json()), 200, receipt.outcome.value
