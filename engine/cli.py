@@ -200,19 +200,6 @@ def schema() -> None:
     click.echo(json.dumps(SCHEMA, indent=2))
 
 
-def _redis(settings: Settings) -> Any:
-    """The Redis of a running installation: redis_url, REDIS_URL, or what `serve` recorded in data_dir."""
-    from engine.runtime.connection import worker_client
-    from engine.runtime.supervisor import read_runtime
-
-    url = settings.redis_url or (read_runtime(settings.data_dir) or {}).get("redis_url")
-    if not url:
-        raise click.ClickException(
-            f"no Redis: set REDIS_URL, or start `hana-rules serve` (data_dir {settings.data_dir})"
-        )
-    return worker_client(str(url))
-
-
 def _admin(settings: Settings, url: str | None) -> tuple[str, dict[str, str]]:
     """Where the running server is (--url, HANA_RULES_URL, or what serve/web recorded) and the admin header."""
     from engine.runtime.supervisor import read_runtime
@@ -357,14 +344,12 @@ def failed() -> None:
 
 
 @failed.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@_URL
+@_JSON
 @with_settings
-def failed_list(settings: Settings, as_json: bool, limit: int) -> None:
-    """List dead letters, newest first (requests shown with secrets masked)."""
-    from engine.runtime.actions import ActionStore
-
-    letters = [record.as_dead_letter() for record in ActionStore(_redis(settings)).dead_letters(limit)]
+def failed_list(settings: Settings, url: str | None, as_json: bool) -> None:
+    """List dead letters and parked actions (requests shown with secrets masked)."""
+    letters = _admin_call(settings, url, "GET", "/admin/failed")["failed"]
     if as_json:
         click.echo(json.dumps({"failed": letters}, ensure_ascii=False, indent=2))
         return
@@ -382,31 +367,32 @@ def failed_list(settings: Settings, as_json: bool, limit: int) -> None:
 @failed.command(name="retry")
 @click.argument("ids", nargs=-1)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every dead letter and parked action.")
+@_URL
 @with_settings
-def failed_retry(settings: Settings, ids: tuple[str, ...], retry_all: bool) -> None:
+def failed_retry(settings: Settings, ids: tuple[str, ...], retry_all: bool, url: str | None) -> None:
     """Retry dead letters; retrying a parked action resumes its whole application."""
-    from engine.runtime.actions import ActionStore
-
-    store = ActionStore(_redis(settings))
-    targets = [record.id for record in store.dead_letters(10_000)] if retry_all else list(ids)
+    if retry_all:
+        targets = [letter["id"] for letter in _admin_call(settings, url, "GET", "/admin/failed")["failed"]]
+    else:
+        targets = list(ids)
     if not targets:
         raise click.UsageError("give the ids to retry (see `hana-rules failed list`), or --all")
-    retried = sum(store.retry(identifier) for identifier in targets)
-    click.echo(f"{retried} action(s) queued again")
-    if retried < len(targets):
-        raise click.ClickException(f"{len(targets) - retried} id(s) are not failed or parked actions")
+    with click.progressbar(targets, label="retrying", file=click.get_text_stream("stderr")) as progress:
+        for identifier in progress:
+            _admin_call(settings, url, "POST", f"/admin/failed/{identifier}/retry")
+    click.echo(f"{len(targets)} action(s) queued again")
 
 
 @failed.command(name="purge")
 @click.argument("ids", nargs=-1)
+@_URL
 @with_settings
-def failed_purge(settings: Settings, ids: tuple[str, ...]) -> None:
-    """Forget dead letters (all of them when no id is given)."""
-    from engine.runtime.actions import ActionStore
-
-    store = ActionStore(_redis(settings))
-    purged = sum(store.purge(identifier) for identifier in ids) if ids else store.purge()
-    click.echo(f"{purged} dead letter(s) purged")
+def failed_purge(settings: Settings, ids: tuple[str, ...], url: str | None) -> None:
+    """Forget dead letters (every one when no id is given)."""
+    targets = list(ids) or [letter["id"] for letter in _admin_call(settings, url, "GET", "/admin/failed")["failed"]]
+    for identifier in targets:
+        _admin_call(settings, url, "DELETE", f"/admin/failed/{identifier}")
+    click.echo(f"{len(targets)} dead letter(s) purged")
 
 
 def _read_json(handle: Any, what: str) -> Any:

@@ -137,13 +137,10 @@ class Supervisor:
             raise HanaRulesError(f"the web server did not answer on {url} within {timeout:.0f}s")
 
     def _write_runtime(self, url: str, redis_url: str) -> None:
-        """Where CLI commands and tests find the running server; holds no token."""
-        path = self.settings.data_dir / RUNTIME_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
         pids = {child.name: child.process.pid for child in self.children if child.process}
         if self.redis and self.redis.process:
             pids["redis"] = self.redis.process.pid
-        path.write_text(json.dumps({"url": url, "redis_url": redis_url, "pid": os.getpid(), "children": pids}))
+        write_runtime(self.settings.data_dir, url=url, redis_url=redis_url, children=pids)
 
     def _announce(self, url: str) -> None:
         lines = ["", "hana-rules is running.", "", "Paste these URLs into Hana, one per event setting:"]
@@ -227,6 +224,13 @@ def _snapshot(rules_dir: Path) -> dict[str, tuple[float, int]]:
             continue
         snapshot[str(path)] = (stat.st_mtime, stat.st_size)
     return snapshot
+
+
+def write_runtime(data_dir: Path, *, url: str, redis_url: str | None, children: dict[str, int] | None = None) -> None:
+    """Where CLI commands and tests find the running server; holds no token."""
+    path = data_dir / RUNTIME_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"url": url, "redis_url": redis_url, "pid": os.getpid(), "children": children or {}}))
 
 
 def read_runtime(data_dir: Path) -> dict[str, object] | None:

@@ -45,6 +45,17 @@ class WebServer(BaseApplication):  # type: ignore[misc]
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
+    def run(self) -> None:
+        """Record where we listen (for `hana-rules reload/events/failed`), unless `serve` does."""
+        import os
+
+        if not os.environ.get("HANA_RULES_SUPERVISED"):
+            from engine.runtime.supervisor import write_runtime
+
+            host, port = self.options["bind"].rsplit(":", 1)
+            write_runtime(self.settings.data_dir, url=f"http://{host}:{port}", redis_url=self.settings.redis_url)
+        super().run()
+
     def load(self) -> Any:
         # Runs in each worker after the fork: every process gets its own Redis pool and drainer.
         from engine.web.app import create_app

@@ -211,3 +211,57 @@ def test_dry_run_reports_rules_gained_and_lost_per_event_and_changes_nothing(adm
     assert changes == {youtube: (["vip"], ["greet"]), tiki: ([], ["greet"])}
     assert session.get(f"{url}/admin/rules").json()["version"] == running  # nothing went live
     assert redis_client.llen("rq:queue:actions") == 0  # nothing was sent
+
+
+def test_reload_cli_goes_live_or_lists_the_errors_and_dry_runs(admin, redis_client: redis.Redis) -> None:
+    import subprocess
+    import sys
+
+    url, session, settings, rules_dir = admin
+    config = rules_dir.parent / "cli.yaml"
+    config.write_text(f"rules_dir: {rules_dir}\ndata_dir: {settings.data_dir}\nadmin_token: {settings.admin_token}\n")
+
+    def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "engine.cli", "reload", *arguments, "--url", url, "--config", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    (rules_dir / "rules.yaml").write_text(RULES_V2)
+    dry = cli("--dry-run")
+    assert dry.returncode == 0 and "nothing changed" in dry.stdout
+    assert len(session.get(f"{url}/admin/rules").json()["rules"]) == 1  # still v1
+    live = cli()
+    assert live.returncode == 0 and "is live (2 rules)" in live.stdout
+    assert len(session.get(f"{url}/admin/rules").json()["rules"]) == 2
+    (rules_dir / "rules.yaml").write_text("rules:\n  - {id: broken, on: lead.creatd}\n")
+    refused = cli()
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "[broken] on: unknown event type 'lead.creatd'" in refused.stderr
+    assert len(session.get(f"{url}/admin/rules").json()["rules"]) == 2  # the running set stays
+
+
+def test_no_request_fails_and_no_event_is_lost_while_rules_are_reloaded(admin, redis_client: redis.Redis) -> None:
+    import threading
+
+    url, session, settings, rules_dir = admin
+    answers: list[int] = []
+    ids: list[str] = []
+
+    def post_batch(start: int) -> None:
+        for number in range(start, start + 12):
+            body = sample()
+            body["lead"]["id"] = {"nomalizeData": f"S-{number}"}
+            answer = requests.post(f"{url}/hooks/lead.created", params={"token": SHOP_A_TOKEN}, json=body, timeout=10)
+            answers.append(answer.status_code)
+            ids.append(answer.json()["event_id"])
+
+    for version in range(5):
+        poster = threading.Thread(target=post_batch, args=(version * 100,))
+        poster.start()  # events arrive while the new set is validated, compiled and published
+        (rules_dir / "rules.yaml").write_text(RULES_V1.replace("v1 hello", f"reload {version} hello"))
+        assert session.post(f"{url}/admin/reload").status_code == 200
+        poster.join()
+        build_worker(settings, redis_client).work(burst=True)  # the workers pick the version up as they go
+    assert answers == [200] * 60
+    assert [redis_client.hget(f"hr:event:{event_id}", "status") for event_id in ids] == [b"done"] * 60
+    versions = {redis_client.hget(f"hr:event:{event_id}", "version") for event_id in ids}
+    assert len(versions) == 5  # each batch ran under the set published during it

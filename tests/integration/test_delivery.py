@@ -475,7 +475,8 @@ def test_failed_cli_lists_retries_and_purges_without_showing_secrets(deploy) -> 
     deployment.run_burst()
 
     def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "engine.cli", "failed", *arguments, "--config", str(deployment.config)]
+        command = [sys.executable, "-m", "engine.cli", "failed", *arguments, "--config", str(deployment.config),
+                   "--url", deployment.url]  # fmt: skip
         return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
     listed = cli("list", "--json")
