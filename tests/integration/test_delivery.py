@@ -295,6 +295,16 @@ def test_loop_guard_holds_a_rule_that_acts_too_often_on_one_lead(deploy) -> None
     assert rule["skipped"].startswith("loop guard: held")
 
 
+def _webhook_to_a_stub(deployment: Deployment) -> tuple[Stub, object]:
+    """Post one event whose webhook targets a fresh stub; (that stub, the event's one action)."""
+    with stub_server() as target:
+        body = {"application": {"id": SHOP_A}, "lead": {"id": "L1", "port": target.port}}
+        event_id = deployment.post("lead.created", body)
+        deployment.run_burst()
+    [action] = deployment.actions(event_id)
+    return target, action
+
+
 def test_an_unlisted_host_is_refused_without_any_connection(deploy) -> None:
     deployment = deploy("""
         rules:
@@ -303,35 +313,24 @@ def test_an_unlisted_host_is_refused_without_any_connection(deploy) -> None:
             then:
               - webhook: {url: "http://{{ 'localhost' }}:{{ lead.port }}/hook", json: {a: 1}}
     """)
-    with stub_server() as target:
-        event_id = deployment.post("lead.created", {"application": {"id": SHOP_A},
-                                                    "lead": {"id": "L1", "port": target.port}})  # fmt: skip
-        deployment.run_burst()
-        assert target.requests == []
-    [action] = deployment.actions(event_id)
+    target, action = _webhook_to_a_stub(deployment)
+    assert target.requests == []
     assert action.status == "failed" and "not in outbound.allow_hosts" in action.error
     assert action.attempts[0]["status_code"] is None  # no answer: nothing was sent
 
 
 def test_an_allowed_name_resolving_to_an_internal_address_is_refused(deploy) -> None:
-    deployment = deploy(
-        """
+    deployment = deploy("""
         rules:
           - id: rebinding
             on: lead.created
             then:
               - webhook: {url: "http://localhost:{{ lead.port }}/hook", json: {a: 1}}
-    """,
-        "",
-    )
+    """)
     # The name is allowed, the address it resolves to (127.0.0.1) is not listed.
     deployment.settings = replace(deployment.settings, outbound=Outbound(allow_hosts=("localhost",), timeout=5))
-    with stub_server() as target:
-        event_id = deployment.post("lead.created", {"application": {"id": SHOP_A},
-                                                    "lead": {"id": "L1", "port": target.port}})  # fmt: skip
-        deployment.run_burst()
-        assert target.requests == []  # connected to check the address, but no request was sent
-    [action] = deployment.actions(event_id)
+    target, action = _webhook_to_a_stub(deployment)
+    assert target.requests == []  # connected to check the address, but no request was sent
     assert action.status == "failed" and "internal address 127.0.0.1" in action.error
 
 
