@@ -73,6 +73,8 @@ class Supervisor:
                  watch: bool = False):  # fmt: skip
         self.settings = settings
         self.watch = watch
+        self.rules: RuleRegistry | None = None  # set once Redis is up
+        self.reload_requested = threading.Event()  # set by SIGHUP, served by the watch loop
         self.host = host
         self.port = port
         self.workers = workers
@@ -94,9 +96,7 @@ class Supervisor:
                  rule_set.version)  # fmt: skip
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
-        reload_requested = threading.Event()
-        signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
-        self.reload_requested = reload_requested
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
         try:
             redis_url = self.settings.redis_url
             if not redis_url:
@@ -163,6 +163,7 @@ class Supervisor:
 
     def reload(self, why: str) -> None:
         """Publish the files on disk; a set with any error leaves the running one in place."""
+        assert self.rules is not None
         try:
             rule_set = self.rules.publish_from_disk()
             self.out(f"{why}: rules version {rule_set.version} is live ({len(rule_set.rules)} rules)")
