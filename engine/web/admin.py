@@ -19,7 +19,7 @@ from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
 from engine.runtime.actions import ActionStore
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
-from engine.runtime.events import EventStatus, EventStore, StoredEvent, new_event_id
+from engine.runtime.events import EventStatus, EventStore, StoredEvent
 from engine.runtime.intake import Intake
 from engine.runtime.loading import RuleRegistry, load_rules
 from engine.web.errors import error
@@ -176,7 +176,8 @@ def replay(event_id: str) -> tuple[Response, int]:
     application = next((a for a in _settings().applications if a.id in (event.application_id, None)), None)
     if application is None:
         return error(409, f"application {event.application_id!r} is no longer configured")
-    fresh = replace(intake.judge(event.type, event.body, application), id=new_event_id(), fingerprint=None)
+    # judge() gives it a new id; no fingerprint, so a replay is never taken for Hana's retry
+    fresh = replace(intake.judge(event.type, event.body, application), fingerprint=None)
     receipt = intake.keep(fresh)
     return jsonify({**receipt.as_json(), "replay_of": event_id, "at": now_iso()}), 200
 
