@@ -15,8 +15,10 @@ import redis
 from flask import Flask, jsonify, request
 from gunicorn.app.base import BaseApplication
 
-from engine.config import load_settings, with_generated_tokens
-from engine.web.server import server_options
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from engine.config import load_settings, with_generated_tokens  # noqa: E402
+from engine.web.server import server_options  # noqa: E402
 
 
 def bare_app() -> Flask:

@@ -7,15 +7,17 @@ sorted set indexing them by arrival for the admin views.
 from __future__ import annotations
 
 import json
-import secrets
+import random
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib import resources
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
+from engine.runtime import lua
+from engine.runtime.connection import ThreadConnections
 from engine.runtime.queues import EVENTS_QUEUE, JobTemplate, event_job_id
 
 EVENT_KEY_PREFIX = "hr:event:"
@@ -44,8 +46,12 @@ class Outcome(StrEnum):
 
 
 def new_event_id() -> str:
-    """Sortable by arrival (microseconds first), unique by 40 random bits."""
-    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
+    """Sortable by arrival (microseconds first), unique by 40 random bits.
+
+    The bits only need to be unique, not secret: `random` (reseeded in every forked
+    process) spares the hot path the system call `secrets` makes each time.
+    """
+    return f"{time.time_ns() // 1000:014x}{random.getrandbits(40):010x}"
 
 
 def event_key(event_id: str) -> str:
@@ -86,21 +92,6 @@ class ReceivedEvent:
     def queue_key(self) -> str:
         return entity_queue_key(self.application_id, self.type, self.entity_id)
 
-    def fields(self) -> dict[str, str | bytes]:
-        stored: dict[str, str | bytes] = {
-            "type": self.type,
-            "received_at": self.received_at,
-            "status": self.status.value,
-            "body": self.body,
-        }
-        if self.application_id:
-            stored["application_id"] = self.application_id
-        if self.entity_id:
-            stored["entity_id"] = self.entity_id
-        if self.quarantine_reason:
-            stored["reason"] = self.quarantine_reason
-        return stored
-
 
 @dataclass(frozen=True)
 class StoredEvent:
@@ -135,52 +126,65 @@ class StoredEvent:
 class EventStore:
     """Reads and writes events; the only place that knows their Redis layout."""
 
-    _accept_source = resources.files("engine.runtime").joinpath("accept.lua").read_text(encoding="utf-8")
-
     def __init__(self, connection: redis.Redis, *, retention: float) -> None:
         self.connection = connection
         self.retention = max(int(retention), 1)
-        self._accept = connection.register_script(self._accept_source)
+        self._accept: Script | None = None
         self._template: JobTemplate | None = None
+        self._own_connections = ThreadConnections(connection)  # the hot path skips the pool's checks
+
+    def _accept_script(self) -> Script:
+        """The accept script with this process's constants written in; built on first use."""
+        if self._accept is None:
+            template = self._template = JobTemplate.for_events(self.connection)
+            # RQ lists its queues in a set, for `rq info` and dashboards: once per process is enough.
+            self.connection.sadd(template.queues_key, template.queue_key)
+            data_prefix, data_suffix = template.data_around_argument()
+            source = lua.render(
+                "accept.lua",
+                event_key_prefix=EVENT_KEY_PREFIX,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                retention=self.retention,
+                data_prefix=data_prefix,
+                data_suffix=data_suffix,
+                job_fields=template.constant_fields(),
+                job_id_prefix=event_job_id(""),
+            )
+            self._accept = self.connection.register_script(source)
+        return self._accept
 
     def accept(self, event: ReceivedEvent, *, from_journal: bool = False) -> tuple[Outcome, str]:
         """Store `event` and enqueue its processing; (outcome, id of the event that counts).
 
         `from_journal`: the event may already be stored (fed twice); then nothing is done.
         """
-        if self._template is None:
-            self._template = JobTemplate.for_events(self.connection)
-            # RQ lists its queues in a set, for `rq info` and dashboards: once per process is enough.
-            self.connection.sadd(self._template.queues_key, self._template.queue_key)
+        script = self._accept_script()
         template = self._template
-        fields = event.fields()
-        enqueue = event.quarantine_reason is None
-        job_id = event_job_id(event.id) if enqueue else ""
-        arguments: list[Any] = [
-            event.id,
-            f"{event.type}|{event.fingerprint}" if event.fingerprint else "",
-            DUPLICATE_WINDOW_SECONDS,
-            self.retention,
-            event.received_us,
-            job_id,
-            EVENT_KEY_PREFIX,
-            "1" if from_journal else "0",
-            len(fields),
-        ]
-        for key, value in fields.items():
-            arguments += [key, value]
-        if enqueue:
-            arguments += template.job_fields(event.id)
+        assert template is not None
         keys = [
             event_key(event.id),
             event.dedup_key(),
             EVENTS_INDEX,
-            f"{template.job_key_prefix}{job_id}",
+            f"{template.job_key_prefix}{event_job_id(event.id)}",
             template.queue_key,
             event.queue_key(),
             WAITING_QUEUES,
         ]
-        outcome, event_id = self._accept(keys=keys, args=arguments)
+        arguments = [
+            event.id,
+            f"{event.type}|{event.fingerprint}" if event.fingerprint else "",
+            event.received_us,
+            "1" if from_journal else "",
+            "" if event.quarantine_reason else "1",
+            event.type,
+            event.received_at,
+            event.status.value,
+            event.body,
+            event.application_id or "",
+            event.entity_id or "",
+            event.quarantine_reason or "",
+        ]
+        outcome, event_id = self._own_connections.run_script(script, keys, arguments)
         outcome = Outcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
         event_id = event_id.decode() if isinstance(event_id, bytes) else event_id
         if outcome is Outcome.ACCEPTED and event.quarantine_reason:

@@ -101,6 +101,23 @@ class JobTemplate:
             arity=arity,
         )
 
+    def constant_fields(self, status: str = "queued") -> list[bytes | str | int]:
+        """Flat field/value list of what every job of this template has in common."""
+        flat: list[bytes | str | int] = []
+        for key, value in self.fields:
+            flat += [key, status if key == "status" else value]
+        return flat
+
+    def data_around_argument(self) -> tuple[bytes, bytes]:
+        """(before, after) the one argument of a one-argument job in its uncompressed data.
+
+        The argument goes between them as a JSON string body: for ids of [0-9a-z-] that
+        is the id itself, which lets a Lua script compose the data from the id alone.
+        """
+        assert self.arity == 1
+        before, after = self.data.split(_placeholder(0).encode())
+        return before, after
+
     def job_fields(self, *args: str, status: str = "queued") -> list[bytes | str | int]:
         """Flat field/value list of the job hash for these arguments."""
         assert len(args) == self.arity
@@ -108,7 +125,4 @@ class JobTemplate:
         for index, value in enumerate(args):
             data = data.replace(json.dumps(_placeholder(index)).encode(), json.dumps(value).encode())
         stamp = utcformat(datetime.now(UTC))
-        flat: list[bytes | str | int] = ["data", zlib.compress(data), "created_at", stamp, "enqueued_at", stamp]
-        for key, value in self.fields:
-            flat += [key, status if key == "status" else value]
-        return flat
+        return ["data", zlib.compress(data), "created_at", stamp, "enqueued_at", stamp, *self.constant_fields(status)]

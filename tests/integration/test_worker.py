@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 
 import redis
+from rq.job import Job
 from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from engine.config import Settings
 from engine.rules.compiler import compile_texts
@@ -80,9 +81,11 @@ def test_warnings_of_a_surprising_body_are_kept_on_the_event(settings: Settings,
 def test_jobs_are_json_and_carry_only_the_event_id(settings: Settings, redis_client: redis.Redis) -> None:
     event_id = accept(settings, redis_client, sample_bytes())
     data = redis_client.hget(f"rq:job:{event_job_id(event_id)}", "data")
-    function, instance, args, kwargs = json.loads(zlib.decompress(data))  # JSON, not pickle
+    function, instance, args, kwargs = json.loads(data)  # JSON, not pickle; uncompressed, which RQ reads too
     assert function == "engine.runtime.jobs.process_event"
     assert (instance, args, kwargs) == (None, [event_id], {})
+    job = Job.fetch(event_job_id(event_id), connection=redis_client, serializer=JSONSerializer)
+    assert (job.func_name, job.args, job.origin, job.get_status()) == (function, [event_id], "events", "queued")
 
 
 def test_processing_an_event_twice_is_a_no_op(settings: Settings, redis_client: redis.Redis) -> None:
