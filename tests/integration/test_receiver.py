@@ -91,6 +91,21 @@ def test_other_leads_do_not_break_duplicate_detection(receiver: str) -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "odd_value",
+    [b"123456789012345678901234567890", b"1e400"],
+    ids=["integer beyond 64 bits", "float overflow"],
+)
+def test_valid_json_the_fast_parser_refuses_is_accepted_and_deduplicated(
+    receiver: str, redis_client: redis.Redis, odd_value: bytes
+) -> None:
+    body = json.dumps(lead("A")).encode()[:-1] + b', "extra": ' + odd_value + b"}"
+    first = post(receiver, "lead.updated", body).json()
+    assert first["status"] == "accepted"
+    assert post(receiver, "lead.updated", body).json() == {"status": "duplicate", "event_id": first["event_id"]}
+    assert stored(redis_client, first["event_id"]).body == body
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token", SHOP_A_TOKEN[:-1], SHOP_A_TOKEN + "x"])
 def test_missing_or_wrong_token_is_401_and_nothing_is_stored(
     receiver: str, redis_client: redis.Redis, token: str | None
@@ -138,6 +153,7 @@ def test_body_over_1_mib_is_413_before_the_body_is_read(receiver: str, redis_cli
         (b"[1, 2, 3]", "JSON array, not an object"),
         (b'"text"', "JSON string, not an object"),
         (b'{"a": NaN}', "not valid JSON"),
+        (b'{"a": "\\ud800"}', "lone UTF-16 surrogate"),
         (b'{"a":' * 50 + b"1" + b"}" * 50, "nested more than"),
         (b"[" * 200_000 + b"]" * 200_000, "nested more than"),
         (b'{"a":' * 200_000, "not valid JSON|nested more than"),
