@@ -1,6 +1,10 @@
 """Run one of the benchmarked WSGI apps under hana-rules' own gunicorn settings.
 
-Usage: python bench/_server.py {bare,one-write,hana-rules} PORT REDIS_URL DATA_DIR
+Usage: python bench/_server.py {bare,one-write,hana-rules,hana-rules-lpush} PORT REDIS_URL DATA_DIR
+
+hana-rules-lpush is a diagnosis, not a product: hana-rules whose accept script is
+replaced by one LPUSH of the raw body, so the difference to hana-rules is the
+script's cost and the difference to one-write is everything else the receiver does.
 """
 
 from __future__ import annotations
@@ -64,7 +68,17 @@ class Server(BaseApplication):  # type: ignore[misc]
             return one_write_app(self.redis_url)
         from engine.web.app import create_app
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        if self.kind == "hana-rules-lpush":
+            from engine.runtime.events import Outcome
+            from engine.runtime.intake import Intake, Receipt
+
+            def keep(intake: Intake, event: Any) -> Receipt:
+                intake.store.connection.lpush("bench:events", event.body)
+                return Receipt(Outcome.ACCEPTED, event.id)
+
+            Intake.keep = keep  # type: ignore[method-assign]
+        return app
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ instead of answering `duplicate`. Baselines, in the same run:
   bare       a Flask app answering {}
   one-write  a Flask app that parses the body and makes one Redis LPUSH
 SPEC §9 target: hana-rules ≥ 0.9× one-write accepted events/s, p99 < 20 ms.
+--diagnose adds hana-rules-lpush: hana-rules with its accept script replaced by one
+LPUSH (see bench/_server.py), which splits the gap into the script and the rest.
+Besides events/s, each app's CPU per event (web processes, Redis) is printed: it
+is steadier than events/s when the machine is noisy.
 """
 
 from __future__ import annotations
@@ -151,6 +155,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed (default 3)")
+    parser.add_argument("--diagnose", action="store_true", help="also run hana-rules-lpush (see the docstring)")
     arguments = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -160,6 +165,8 @@ def main() -> None:
         script.write_text(WRK_SCRIPT % json.dumps(body_template()))
         data_dir = work / "var"  # the hana-rules server generates its tokens here at start
         rounds: dict[str, list[dict]] = {"bare": [], "one-write": [], "hana-rules": []}
+        if arguments.diagnose:
+            rounds["hana-rules-lpush"] = []
         with EmbeddedRedis(work / "redis") as server:
             # Interleaved rounds: this machine's speed drifts by tens of percent within a minute.
             for _ in range(arguments.rounds):
@@ -169,17 +176,17 @@ def main() -> None:
                     result["stored"] = redis.Redis.from_url(server.url).zcard("hr:events")
                     rounds[kind].append(result)
                     result["ratio"] = result["rate"] / rounds["one-write"][-1]["rate"] if rounds["one-write"] else 0
-                    print(f"  round {len(rounds[kind])} {kind:<11} {result['rate']:>6.0f}/s"
+                    print(f"  round {len(rounds[kind])} {kind:<16} {result['rate']:>6.0f}/s"
                           f"  p99 {result['p99_ms']:5.1f} ms  web {result['server_us']:4.0f} µs/ev"
                           f"  Redis {result['redis_us']:3.0f} µs/ev", file=sys.stderr, flush=True)  # fmt: skip
     results = {kind: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for kind, runs in rounds.items()}
     base = results["one-write"]["rate"]
     print(f"\nreceiver, {arguments.connections} connections, {arguments.duration}s x {arguments.rounds} interleaved "
           f"rounds (medians), gunicorn gthread 2 workers x 4 threads, same settings for all")  # fmt: skip
-    print(f"{'app':<12} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs one-write':>13}"
+    print(f"{'app':<17} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs one-write':>13}"
           f" {'web CPU µs/ev':>14} {'Redis CPU µs/ev':>16}")  # fmt: skip
     for kind, result in results.items():
-        print(f"{kind:<12} {result['rate']:>10.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
+        print(f"{kind:<17} {result['rate']:>10.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
               f"{result['errors']:>7.0f} {result['rate'] / base:>12.2f}x "
               f"{result['server_us']:>14.0f} {result['redis_us']:>16.0f}")  # fmt: skip
     hana = results["hana-rules"]
