@@ -34,6 +34,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.config import load_settings  # noqa: E402
 from engine.runtime.embedded import EmbeddedRedis, free_port  # noqa: E402
 
 SAMPLE = json.loads((ROOT / "tests" / "data" / "events" / "lead.created.json").read_text())
@@ -179,10 +180,12 @@ def main() -> None:
                     print(f"  round {len(rounds[kind])} {kind:<16} {result['rate']:>6.0f}/s"
                           f"  p99 {result['p99_ms']:5.1f} ms  web {result['server_us']:4.0f} µs/ev"
                           f"  Redis {result['redis_us']:3.0f} µs/ev", file=sys.stderr, flush=True)  # fmt: skip
+    defaults = load_settings(env={})  # what bench/_server.py runs every app with
     results = {kind: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for kind, runs in rounds.items()}
     base = results["one-write"]["rate"]
     print(f"\nreceiver, {arguments.connections} connections, {arguments.duration}s x {arguments.rounds} interleaved "
-          f"rounds (medians), gunicorn gthread 2 workers x 4 threads, same settings for all")  # fmt: skip
+          f"rounds (medians), gunicorn gthread {defaults.web_workers} workers x {defaults.web_threads} threads, "
+          f"same settings for all")  # fmt: skip
     print(f"{'app':<17} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs one-write':>13}"
           f" {'web CPU µs/ev':>14} {'Redis CPU µs/ev':>16}")  # fmt: skip
     for kind, result in results.items():

@@ -44,6 +44,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "port": _COUNT,
         "workers": _COUNT,
         "web_workers": _COUNT,
+        "web_threads": _COUNT,
         "log_format": {"enum": ["text", "json"]},
         "retention": _DURATION,
         "max_events": _COUNT,
@@ -153,6 +154,9 @@ class Settings:
     port: int = 8080
     workers: int = 2
     web_workers: int = 2
+    #: Threads per web process. Two measured best on 2 cores: more threads mostly wait for
+    #: the GIL, and the receiver's Redis wait is short (README, Performance).
+    web_threads: int = 2
     log_format: str = "text"
     retention: float = 7 * 86400.0
     max_events: int = 100_000
@@ -302,6 +306,7 @@ def _resolve(
         port=number("port", raw.get("port", 8080), minimum=1),
         workers=number("workers", raw.get("workers", 2), minimum=0),
         web_workers=number("web_workers", raw.get("web_workers", 2), minimum=1),
+        web_threads=number("web_threads", raw.get("web_threads", 2), minimum=1),
         log_format=raw.get("log_format", "text"),
         retention=duration("retention", raw.get("retention", "7d")),
         max_events=number("max_events", raw.get("max_events", 100_000), minimum=1),

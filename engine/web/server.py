@@ -21,7 +21,7 @@ def server_options(settings: Settings, *, host: str, port: int) -> dict[str, Any
         "bind": f"{host}:{port}",
         "workers": settings.web_workers,
         "worker_class": "gthread",
-        "threads": 4,
+        "threads": settings.web_threads,
         "keepalive": 5,
         "timeout": 30,
         "graceful_timeout": 10,

@@ -25,6 +25,7 @@ def test_no_file_at_all_gives_working_defaults(tmp_path: Path, monkeypatch: pyte
     assert settings.data_dir == tmp_path / "var"
     assert settings.redis_url is None
     assert settings.workers == 2 and settings.retention == 7 * 86400
+    assert (settings.web_workers, settings.web_threads) == (2, 2)
     assert settings.uses_default_application
     assert settings.delivery.max_attempts == 8 and settings.loop_guard.limit == 10
 
@@ -79,6 +80,7 @@ def test_unset_variable_is_an_error_naming_file_key_and_variable(tmp_path: Path)
     ("text", "fragments"),
     [
         ("workers: many\n", ["workers", "whole number"]),
+        ("web_threads: 0\n", ["web_threads"]),
         ("delivery: {max_attempts: 3, backof: 10s}\n", ["delivery.backof", "unknown key", "backoff"]),
         ("retention: soon\n", ["retention", "expected a duration"]),
         ("colour: blue\n", ["colour", "unknown key"]),
