@@ -8,18 +8,17 @@ instead of being sent with every call.
 
 from __future__ import annotations
 
-import re
+import string
 from importlib import resources
-from string import Template
 
 #: Bytes a Lua literal may hold as they are; every other byte is written as \ddd.
-_PLAIN = re.compile(rb"[A-Za-z0-9_.:\-]")
+_PLAIN = frozenset((string.ascii_letters + string.digits + "_.:-").encode())
 
 
 def literal(value: str | bytes | int) -> str:
     """A Lua string literal for `value`, exact for any bytes (no quoting rule to get wrong)."""
     raw = str(value).encode() if isinstance(value, str | int) else value
-    return "'" + "".join(chr(b) if _PLAIN.fullmatch(bytes([b])) else f"\\{b:03d}" for b in raw) + "'"
+    return "'" + "".join(chr(b) if b in _PLAIN else f"\\{b:03d}" for b in raw) + "'"
 
 
 def render(name: str, **values: str | bytes | int | list[str | bytes | int]) -> str:
@@ -33,4 +32,4 @@ def render(name: str, **values: str | bytes | int | list[str | bytes | int]) -> 
         key: ", ".join(literal(item) for item in value) if isinstance(value, list) else literal(value)
         for key, value in values.items()
     }
-    return Template(source).substitute(rendered)
+    return string.Template(source).substitute(rendered)

@@ -153,3 +153,11 @@ def test_tokens_can_come_from_the_environment_for_multi_machine_installs(
     assert settings.admin_token == "admin-from-env-123456"
     assert settings.applications[0].webhook_token == "hook-from-env-123456"
     assert not (tmp_path / "var" / "secrets.json").exists()  # nothing generated, nothing written
+
+
+def test_the_web_server_runs_the_configured_processes_and_threads(tmp_path: Path) -> None:
+    from engine.web.server import server_options
+
+    settings = load_settings(write(tmp_path, "web_workers: 3\nweb_threads: 5\n"), env={})
+    options = server_options(settings, host="127.0.0.1", port=8080)
+    assert (options["workers"], options["threads"]) == (3, 5)
