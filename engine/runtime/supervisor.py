@@ -30,6 +30,7 @@ from engine.rules.loader import rule_files
 from engine.runtime.connection import worker_client
 from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
 from engine.runtime.loading import RuleRegistry, load_rules
+from engine.runtime.ports import ensure_port_free
 
 log = logging.getLogger(__name__)
 RUNTIME_FILE = "runtime.json"
@@ -97,6 +98,8 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        # Before anything starts: another instance's /healthz must not pass for ours.
+        ensure_port_free(self.host, self.port)
         try:
             redis_url = self.settings.redis_url
             if not redis_url:

@@ -2,6 +2,12 @@
 
 The access log never contains the query string, which is where Hana puts the
 webhook token (`%(U)s` is the path alone).
+
+Each web process listens on its own socket (SO_REUSEPORT), so the kernel spreads
+new connections evenly over the processes. On one shared socket, whichever
+process woke first took them: a burst of keep-alive connections could all land
+in one process, leaving the other cores idle (measured: half the throughput in
+one run out of four).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from engine.config import Settings
+from engine.runtime.ports import ensure_port_free
 
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
@@ -23,6 +30,7 @@ def server_options(settings: Settings, *, host: str, port: int) -> dict[str, Any
         "worker_class": "gthread",
         "threads": settings.web_threads,
         "keepalive": 5,
+        "reuse_port": True,  # one listening socket per process; see the module docstring
         "timeout": 30,
         "graceful_timeout": 10,
         "accesslog": "-",
@@ -49,10 +57,11 @@ class WebServer(BaseApplication):  # type: ignore[misc]
         """Record where we listen (for `hana-rules reload/events/failed`), unless `serve` does."""
         import os
 
+        host, port = self.options["bind"].rsplit(":", 1)
+        ensure_port_free(host.strip("[]"), int(port))
         if not os.environ.get("HANA_RULES_SUPERVISED"):
             from engine.runtime.supervisor import write_runtime
 
-            host, port = self.options["bind"].rsplit(":", 1)
             write_runtime(self.settings.data_dir, url=f"http://{host}:{port}", redis_url=self.settings.redis_url)
         super().run()
 

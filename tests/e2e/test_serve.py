@@ -74,13 +74,18 @@ class Served:
         return json.loads((self.folder / "var" / "runtime.json").read_text())
 
 
-@contextmanager
-def serve(folder: Path, port: int) -> Iterator[Served]:
-    (folder / "hana-rules.yaml").write_text("data_dir: var\nrules_dir: rules\nworkers: 1\nweb_workers: 1\n")
+def serve_command(folder: Path, port: int, *, web_workers: int = 1) -> list[str]:
+    settings = f"data_dir: var\nrules_dir: rules\nworkers: 1\nweb_workers: {web_workers}\n"
+    (folder / "hana-rules.yaml").write_text(settings)
     if not (folder / "rules").exists():
         shutil.copytree(ROOT / "rules", folder / "rules")
-    command = [sys.executable, "-m", "engine.cli", "serve", "--config", str(folder / "hana-rules.yaml"),
-               "--port", str(port)]  # fmt: skip
+    return [sys.executable, "-m", "engine.cli", "serve", "--config", str(folder / "hana-rules.yaml"),
+            "--port", str(port)]  # fmt: skip
+
+
+@contextmanager
+def serve(folder: Path, port: int, *, web_workers: int = 1) -> Iterator[Served]:
+    command = serve_command(folder, port, web_workers=web_workers)
     with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
         process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=err)
     served = Served(process, folder)
@@ -144,6 +149,34 @@ def test_serve_accepts_processes_stops_cleanly_and_keeps_events_across_restart(t
         assert event is not None and event.status is EventStatus.DONE, "an accepted event was lost on restart"
         client.close()
         served.process.send_signal(signal.SIGINT)
+        assert served.process.wait(60) == 0
+
+
+def test_a_second_serve_on_the_same_port_says_so_in_one_line_and_the_first_keeps_every_event(
+    tmp_path: Path,
+) -> None:
+    """Each web process listens on its own SO_REUSEPORT socket, which would let a second
+    instance bind the port too and quietly take half of Hana's events."""
+    port = free_port()
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with serve(first, port, web_workers=2) as served:
+        refused = subprocess.run(serve_command(second, port), cwd=second, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}: another hana-rules or another program is using it" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not (second / "var" / "redis").exists(), "the refused instance started its Redis anyway"
+
+        url = served.url_for("lead.created")
+        store = EventStore(redis.Redis.from_url(served.runtime()["redis_url"]), retention=60)
+        for index in range(20):  # a new connection each time, spread over both web processes
+            body = json.loads(sample_bytes())
+            body["lead"]["id"] = f"L{index}"
+            answer = requests.post(url, json=body, timeout=10, headers={"Connection": "close"})
+            assert answer.status_code == 200 and answer.json()["status"] == "accepted"
+            assert store.load(answer.json()["event_id"]) is not None
+        served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(60) == 0
 
 

@@ -161,3 +161,4 @@ def test_the_web_server_runs_the_configured_processes_and_threads(tmp_path: Path
     settings = load_settings(write(tmp_path, "web_workers: 3\nweb_threads: 5\n"), env={})
     options = server_options(settings, host="127.0.0.1", port=8080)
     assert (options["workers"], options["threads"]) == (3, 5)
+    assert options["reuse_port"] is True  # a socket per process: the kernel spreads connections over them
