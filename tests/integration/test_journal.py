@@ -114,3 +114,24 @@ def test_503_only_when_neither_redis_nor_the_journal_can_keep_the_event(settings
         answer = post(url, lead("x", "L1"))
     assert answer.status_code == 503
     assert "retry" in answer.json()["error"]
+
+
+def test_entries_wait_in_front_of_new_events_in_every_process_sharing_the_journal(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Two Journal objects on one folder are two web processes: each must send new events
+    behind the other's entries, or an event could overtake an earlier one of its lead."""
+    this_process, other_process = Journal(tmp_path / "j"), Journal(tmp_path / "j")
+    intake = Intake(settings, EventStore(redis.Redis(port=1), retention=60), other_process)
+    assert not this_process.has_pending() and not other_process.has_pending()
+
+    other_process.append(intake.judge("lead.updated", b"{}", settings.applications[0]))
+    assert other_process.has_pending()  # its own entry: at once
+    wait_for(this_process.has_pending, timeout=10 * Journal.RECHECK_SECONDS, interval=0.005,
+             what="the other process's entry to be seen")  # fmt: skip
+
+    assert this_process.drain(lambda entry: None) == 1
+    assert not this_process.has_pending()  # drained here: at once
+    # The other process keeps queueing behind its own entry until its drainer looks (every 0.5 s).
+    assert other_process.drain(lambda entry: None) == 0
+    assert not other_process.has_pending()
