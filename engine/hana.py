@@ -8,6 +8,7 @@ exception.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -202,6 +203,18 @@ def _check_type(entity: str, name: str, value: Any, warnings: list[str]) -> None
 def now_iso() -> str:
     """The current UTC time as ISO 8601 with milliseconds and `Z`, as Hana writes dates."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_from_microseconds(epoch_us: int) -> str:
+    """`now_iso`'s format for a moment already read from the clock (so an id and a date agree)."""
+    seconds, micros = divmod(epoch_us, 1_000_000)
+    return f"{_iso_second(seconds)}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _iso_second(epoch_seconds: int) -> str:
+    """The receiver stamps thousands of events a second: each second is formatted once."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class UpdateValueError(ValueError):

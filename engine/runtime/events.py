@@ -45,13 +45,15 @@ class Outcome(StrEnum):
     EXISTS = "exists"  # fed twice from the journal: already stored, nothing done
 
 
-def new_event_id() -> str:
+def new_event_id(received_us: int | None = None) -> str:
     """Sortable by arrival (microseconds first), unique by 40 random bits.
 
     The bits only need to be unique, not secret: `random` (reseeded in every forked
     process) spares the hot path the system call `secrets` makes each time.
     """
-    return f"{time.time_ns() // 1000:014x}{random.getrandbits(40):010x}"
+    if received_us is None:
+        received_us = time.time_ns() // 1000
+    return f"{received_us:014x}{random.getrandbits(40):010x}"
 
 
 def event_key(event_id: str) -> str:

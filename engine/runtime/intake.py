@@ -20,7 +20,7 @@ import orjson
 import redis
 
 from engine.config import Application, Settings
-from engine.hana import application_id_of, entity_id_of, entity_of, now_iso
+from engine.hana import application_id_of, entity_id_of, entity_of, iso_from_microseconds
 from engine.runtime.events import EventStore, Outcome, ReceivedEvent, new_event_id
 from engine.runtime.journal import Journal
 
@@ -74,9 +74,9 @@ class Intake:
         """Parse and classify; never raises for any body."""
         received_us = time.time_ns() // 1000  # the index's score: arrival order to the microsecond
         common: dict[str, Any] = {
-            "id": new_event_id(),
+            "id": new_event_id(received_us),
             "type": event_type,
-            "received_at": now_iso(),
+            "received_at": iso_from_microseconds(received_us),
             "received_us": received_us,
             "body": body,
         }

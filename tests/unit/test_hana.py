@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.hana import canonical_event_type, entity_id_of, normalize, parse_hana_date
+from engine.hana import canonical_event_type, entity_id_of, iso_from_microseconds, normalize, now_iso, parse_hana_date
 from tests.helpers import sample
 
 SHOP_A = "dbd9a5f7-b3c4-45bb-a8eb-2b8e10bff8c2"
@@ -125,3 +125,22 @@ def test_entity_id_read_from_envelope_or_plain() -> None:
 )
 def test_dates_are_recognised_in_both_forms_hana_sends(text: object, expected: datetime | None) -> None:
     assert parse_hana_date(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("epoch_us", "expected"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1_999_999, "1970-01-01T00:00:01.999Z"),  # milliseconds are cut, as now_iso cuts them
+        (1_780_000_000_123_456, "2026-05-28T20:26:40.123Z"),
+        (253_402_300_799_999_999, "9999-12-31T23:59:59.999Z"),
+    ],
+)
+def test_a_stamp_from_the_clock_reads_like_hanas_dates(epoch_us: int, expected: str) -> None:
+    assert iso_from_microseconds(epoch_us) == expected
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_hana_date(expected) == epoch + timedelta(milliseconds=epoch_us // 1000)
+
+
+def test_a_stamp_from_the_clock_has_now_isos_shape() -> None:
+    assert len(iso_from_microseconds(1_780_000_000_000_000)) == len(now_iso())
