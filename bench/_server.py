@@ -1,6 +1,8 @@
 """Run one of the benchmarked WSGI apps under hana-rules' own gunicorn settings.
 
-Usage: python bench/_server.py {bare,one-write,hana-rules,hana-rules-lpush} PORT REDIS_URL DATA_DIR
+Usage: python bench/_server.py {bare,one-write,hana-rules,hana-rules-lpush} PORT REDIS_URL DATA_DIR [WORKERS THREADS]
+
+WORKERS and THREADS override the settings' web_workers and web_threads, for every app alike.
 
 hana-rules-lpush is a diagnosis, not a product: hana-rules whose accept script is
 replaced by one LPUSH of the raw body, so the difference to hana-rules is the
@@ -50,10 +52,14 @@ def one_write_app(redis_url: str) -> Flask:
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, kind: str, port: int, redis_url: str, data_dir: Path) -> None:
+    def __init__(
+        self, kind: str, port: int, redis_url: str, data_dir: Path, shape: tuple[int, int] | None = None
+    ) -> None:
         self.kind, self.redis_url = kind, redis_url
-        base = load_settings(env={})
-        self.settings = with_generated_tokens(replace(base, data_dir=data_dir, redis_url=redis_url))
+        base = replace(load_settings(env={}), data_dir=data_dir, redis_url=redis_url)
+        if shape:
+            base = replace(base, web_workers=shape[0], web_threads=shape[1])
+        self.settings = with_generated_tokens(base)
         self.options = {**server_options(self.settings, host="127.0.0.1", port=port), "loglevel": "warning"}
         super().__init__()
 
@@ -66,8 +72,10 @@ class Server(BaseApplication):  # type: ignore[misc]
             return bare_app()
         if self.kind == "one-write":
             return one_write_app(self.redis_url)
+        from engine.runtime.metrics import prepare_multiprocess_dir
         from engine.web.app import create_app
 
+        prepare_multiprocess_dir(self.settings.data_dir, fresh=False)  # as `hana-rules web` runs
         app = create_app(self.settings)
         if self.kind == "hana-rules-lpush":
             from engine.runtime.events import Outcome
@@ -83,4 +91,5 @@ class Server(BaseApplication):  # type: ignore[misc]
 
 if __name__ == "__main__":
     kind, port, redis_url, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-    Server(kind, port, redis_url, data_dir).run()
+    shape = (int(sys.argv[5]), int(sys.argv[6])) if len(sys.argv) > 6 else None
+    Server(kind, port, redis_url, data_dir, shape).run()

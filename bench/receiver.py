@@ -116,10 +116,13 @@ def fresh_start(client: redis.Redis) -> None:
         time.sleep(0.1)
 
 
-def measure(kind: str, redis_url: str, data_dir: Path, duration: int, connections: int, script: Path) -> dict:
+def measure(
+    kind: str, redis_url: str, data_dir: Path, duration: int, connections: int, script: Path, shape: tuple[int, int]
+) -> dict:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "_server.py"), kind, str(port), redis_url, str(data_dir)],
+        [sys.executable, str(ROOT / "bench" / "_server.py"), kind, str(port), redis_url, str(data_dir),
+         *map(str, shape)],
         stdout=subprocess.DEVNULL, cwd=ROOT,
     )  # fmt: skip
     try:
@@ -157,7 +160,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed (default 3)")
     parser.add_argument("--diagnose", action="store_true", help="also run hana-rules-lpush (see the docstring)")
+    defaults = load_settings(env={})
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.web_workers,
+        help=f"gunicorn processes for every app (default: the web_workers default, {defaults.web_workers})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.web_threads,
+        help=f"threads per process for every app (default: the web_threads default, {defaults.web_threads})",
+    )
     arguments = parser.parse_args()
+    shape = (arguments.workers, arguments.threads)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
     with tempfile.TemporaryDirectory() as folder:
@@ -173,18 +190,19 @@ def main() -> None:
             for _ in range(arguments.rounds):
                 for kind in rounds:
                     fresh_start(redis.Redis.from_url(server.url))
-                    result = measure(kind, server.url, data_dir, arguments.duration, arguments.connections, script)
+                    result = measure(
+                        kind, server.url, data_dir, arguments.duration, arguments.connections, script, shape
+                    )
                     result["stored"] = redis.Redis.from_url(server.url).zcard("hr:events")
                     rounds[kind].append(result)
                     result["ratio"] = result["rate"] / rounds["one-write"][-1]["rate"] if rounds["one-write"] else 0
                     print(f"  round {len(rounds[kind])} {kind:<16} {result['rate']:>6.0f}/s"
                           f"  p99 {result['p99_ms']:5.1f} ms  web {result['server_us']:4.0f} µs/ev"
                           f"  Redis {result['redis_us']:3.0f} µs/ev", file=sys.stderr, flush=True)  # fmt: skip
-    defaults = load_settings(env={})  # what bench/_server.py runs every app with
     results = {kind: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for kind, runs in rounds.items()}
     base = results["one-write"]["rate"]
     print(f"\nreceiver, {arguments.connections} connections, {arguments.duration}s x {arguments.rounds} interleaved "
-          f"rounds (medians), gunicorn gthread {defaults.web_workers} workers x {defaults.web_threads} threads, "
+          f"rounds (medians), gunicorn gthread {arguments.workers} workers x {arguments.threads} threads, "
           f"same settings for all")  # fmt: skip
     print(f"{'app':<17} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs one-write':>13}"
           f" {'web CPU µs/ev':>14} {'Redis CPU µs/ev':>16}")  # fmt: skip
