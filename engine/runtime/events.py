@@ -88,12 +88,6 @@ class ReceivedEvent:
     def status(self) -> EventStatus:
         return EventStatus.QUARANTINED if self.quarantine_reason else EventStatus.RECEIVED
 
-    def dedup_key(self) -> str:
-        return f"{LAST_EVENT_PREFIX}{entity_key(self.application_id, self.type, self.entity_id)}"
-
-    def queue_key(self) -> str:
-        return entity_queue_key(self.application_id, self.type, self.entity_id)
-
 
 @dataclass(frozen=True)
 class StoredEvent:
@@ -132,25 +126,32 @@ class EventStore:
         self.connection = connection
         self.retention = max(int(retention), 1)
         self._accept: Script | None = None
-        self._template: JobTemplate | None = None
         self._own_connections = ThreadConnections(connection)  # the hot path skips the pool's checks
 
     def _accept_script(self) -> Script:
         """The accept script with this process's constants written in; built on first use."""
         if self._accept is None:
-            template = self._template = JobTemplate.for_events(self.connection)
+            template = JobTemplate.for_events(self.connection)
             # RQ lists its queues in a set, for `rq info` and dashboards: once per process is enough.
             self.connection.sadd(template.queues_key, template.queue_key)
             data_prefix, data_suffix = template.data_around_argument()
             source = lua.render(
                 "accept.lua",
                 event_key_prefix=EVENT_KEY_PREFIX,
+                last_event_prefix=LAST_EVENT_PREFIX,
+                entity_queue_prefix=ENTITY_QUEUE_PREFIX,
+                events_index=EVENTS_INDEX,
+                waiting_queues=WAITING_QUEUES,
+                received=EventStatus.RECEIVED.value,
+                quarantined=EventStatus.QUARANTINED.value,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 retention=self.retention,
+                rq_queue=template.queue_key,
+                job_key_prefix=template.job_key_prefix + event_job_id(""),
+                job_id_prefix=event_job_id(""),
                 data_prefix=data_prefix,
                 data_suffix=data_suffix,
                 job_fields=template.constant_fields(),
-                job_id_prefix=event_job_id(""),
             )
             self._accept = self.connection.register_script(source)
         return self._accept
@@ -160,33 +161,20 @@ class EventStore:
 
         `from_journal`: the event may already be stored (fed twice); then nothing is done.
         """
-        script = self._accept_script()
-        template = self._template
-        assert template is not None
-        keys = [
-            event_key(event.id),
-            event.dedup_key(),
-            EVENTS_INDEX,
-            f"{template.job_key_prefix}{event_job_id(event.id)}",
-            template.queue_key,
-            event.queue_key(),
-            WAITING_QUEUES,
-        ]
-        arguments = [
+        arguments = (
             event.id,
+            entity_key(event.application_id, event.type, event.entity_id),
             f"{event.type}|{event.fingerprint}" if event.fingerprint else "",
             event.received_us,
             "1" if from_journal else "",
-            "" if event.quarantine_reason else "1",
             event.type,
             event.received_at,
-            event.status.value,
             event.body,
             event.application_id or "",
             event.entity_id or "",
             event.quarantine_reason or "",
-        ]
-        outcome, event_id = self._own_connections.run_script(script, keys, arguments)
+        )
+        outcome, event_id = self._own_connections.run_script(self._accept_script(), (), arguments)
         outcome = Outcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
         event_id = event_id.decode() if isinstance(event_id, bytes) else event_id
         if outcome is Outcome.ACCEPTED and event.quarantine_reason:
