@@ -215,8 +215,7 @@ class Supervisor:
                 child.wait(15.0)
         if self.redis:
             self.redis.stop()
-        runtime = self.settings.data_dir / RUNTIME_FILE
-        runtime.unlink(missing_ok=True)
+        remove_runtime(self.settings.data_dir)
 
 
 def _snapshot(rules_dir: Path) -> dict[str, tuple[float, int]]:
@@ -235,6 +234,11 @@ def write_runtime(data_dir: Path, *, url: str, redis_url: str | None, children: 
     path = data_dir / RUNTIME_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"url": url, "redis_url": redis_url, "pid": os.getpid(), "children": children or {}}))
+
+
+def remove_runtime(data_dir: Path) -> None:
+    """On a clean stop: CLI commands then say nothing runs instead of calling a dead address."""
+    (data_dir / RUNTIME_FILE).unlink(missing_ok=True)
 
 
 def read_runtime(data_dir: Path) -> dict[str, object] | None:

@@ -54,16 +54,23 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def run(self) -> None:
-        """Record where we listen (for `hana-rules reload/events/failed`), unless `serve` does."""
+        """Record where we listen (for `hana-rules reload/events/failed`) while we run, unless `serve` does."""
         import os
+
+        from engine.runtime.supervisor import remove_runtime, write_runtime
 
         host, port = self.options["bind"].rsplit(":", 1)
         ensure_port_free(host.strip("[]"), int(port))
-        if not os.environ.get("HANA_RULES_SUPERVISED"):
-            from engine.runtime.supervisor import write_runtime
-
-            write_runtime(self.settings.data_dir, url=f"http://{host}:{port}", redis_url=self.settings.redis_url)
-        super().run()
+        if os.environ.get("HANA_RULES_SUPERVISED"):
+            super().run()
+            return
+        arbiter = os.getpid()
+        write_runtime(self.settings.data_dir, url=f"http://{host}:{port}", redis_url=self.settings.redis_url)
+        try:
+            super().run()
+        finally:
+            if os.getpid() == arbiter:  # gunicorn's workers leave through here too, when they exit
+                remove_runtime(self.settings.data_dir)
 
     def load(self) -> Any:
         # Runs in each worker after the fork: every process gets its own Redis pool and drainer.
