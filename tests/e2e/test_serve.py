@@ -216,34 +216,35 @@ def test_sighup_and_watch_reload_the_rules_of_a_running_serve(tmp_path: Path) ->
             process.kill()
 
 
-def test_a_standalone_web_records_where_it_runs_only_while_it_runs(tmp_path: Path, redis_server: EmbeddedRedis) -> None:
+def test_a_standalone_web_records_where_it_runs_only_while_it_runs(tmp_path: Path) -> None:
     """`hana-rules reload/events/failed` find a running `web` through data_dir/runtime.json;
     once it stopped, they must say nothing runs rather than call a dead address."""
-    shutil.copytree(ROOT / "rules", tmp_path / "rules")
-    (tmp_path / "hana-rules.yaml").write_text(f"data_dir: var\nrules_dir: rules\nredis_url: {redis_server.url}\n")
-    port = free_port()
-    command = [sys.executable, "-m", "engine.cli", "web", "--config", str(tmp_path / "hana-rules.yaml"),
-               "--port", str(port)]  # fmt: skip
-    runtime = tmp_path / "var" / "runtime.json"
-    with open(tmp_path / "stderr.txt", "wb") as err:
-        web = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
-    try:
+    with EmbeddedRedis(tmp_path / "redis") as own_redis:  # web publishes its rules there: not in the shared one
+        shutil.copytree(ROOT / "rules", tmp_path / "rules")
+        (tmp_path / "hana-rules.yaml").write_text(f"data_dir: var\nrules_dir: rules\nredis_url: {own_redis.url}\n")
+        port = free_port()
+        command = [sys.executable, "-m", "engine.cli", "web", "--config", str(tmp_path / "hana-rules.yaml"),
+                   "--port", str(port)]  # fmt: skip
+        runtime = tmp_path / "var" / "runtime.json"
+        with open(tmp_path / "stderr.txt", "wb") as err:
+            web = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        try:
 
-        def answers() -> bool:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-            except requests.ConnectionError:
-                return web.poll() is not None  # exited: the assertion below says why
+            def answers() -> bool:
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+                except requests.ConnectionError:
+                    return web.poll() is not None  # exited: the assertion below says why
 
-        wait_for(answers, timeout=60, what="web to answer")
-        assert web.poll() is None, (tmp_path / "stderr.txt").read_text()
-        assert json.loads(runtime.read_text())["url"] == f"http://127.0.0.1:{port}"
-        web.send_signal(signal.SIGTERM)
-        assert web.wait(60) == 0
-    finally:
-        if web.poll() is None:
-            web.kill()
-            web.wait()
+            wait_for(answers, timeout=60, what="web to answer")
+            assert web.poll() is None, (tmp_path / "stderr.txt").read_text()
+            assert json.loads(runtime.read_text())["url"] == f"http://127.0.0.1:{port}"
+            web.send_signal(signal.SIGTERM)
+            assert web.wait(60) == 0
+        finally:
+            if web.poll() is None:
+                web.kill()
+                web.wait()
     assert not runtime.exists(), "a stopped web left runtime.json behind"
     events = subprocess.run([sys.executable, "-m", "engine.cli", "events", "list", "--config", "hana-rules.yaml"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
