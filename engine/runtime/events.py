@@ -84,10 +84,6 @@ class ReceivedEvent:
     fingerprint: str | None  # None: not subject to duplicate detection
     quarantine_reason: str | None = None
 
-    @property
-    def status(self) -> EventStatus:
-        return EventStatus.QUARANTINED if self.quarantine_reason else EventStatus.RECEIVED
-
 
 @dataclass(frozen=True)
 class StoredEvent:
@@ -236,11 +232,12 @@ class EventStore:
         removed = int(self.connection.zremrangebyscore(EVENTS_INDEX, "-inf", cutoff_us))
         overflow = int(self.connection.zcard(EVENTS_INDEX)) - max_events
         while overflow > 0:
-            oldest = self.connection.zrange(EVENTS_INDEX, 0, min(overflow, batch) - 1)
+            oldest = [raw.decode() for raw in self.connection.zrange(EVENTS_INDEX, 0, min(overflow, batch) - 1)]
             with self.connection.pipeline(transaction=False) as pipe:
-                for raw in oldest:
-                    event_id = raw.decode()
-                    actions = self.connection.hget(event_key(event_id), "actions")
+                for event_id in oldest:
+                    pipe.hget(event_key(event_id), "actions")
+                action_lists = pipe.execute()  # one round trip for the whole batch
+                for event_id, actions in zip(oldest, action_lists, strict=True):
                     for entry in json.loads(actions) if actions else []:
                         pipe.delete(f"hr:action:{event_id}:{entry['rule']}:{entry['index']}")
                     pipe.delete(event_key(event_id))
