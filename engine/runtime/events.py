@@ -18,7 +18,7 @@ from redis.commands.core import Script
 
 from engine.runtime import lua
 from engine.runtime.connection import ThreadConnections
-from engine.runtime.queues import EVENTS_QUEUE, JobTemplate, event_job_id
+from engine.runtime.queues import EVENTS_QUEUE, JobTemplate, event_job_id, queue_key
 
 EVENT_KEY_PREFIX = "hr:event:"
 EVENTS_INDEX = "hr:events"
@@ -251,4 +251,4 @@ class EventStore:
         return [i.decode() for i in self.connection.zrevrange(EVENTS_INDEX, 0, limit - 1)]
 
     def queued(self) -> int:
-        return int(self.connection.llen(f"rq:queue:{EVENTS_QUEUE}"))
+        return int(self.connection.llen(queue_key(EVENTS_QUEUE)))

@@ -42,6 +42,11 @@ def event_job_id(event_id: str) -> str:
     return f"ev-{event_id}"
 
 
+def queue_key(name: str) -> str:
+    """The Redis list RQ keeps a queue's job ids in."""
+    return f"{Queue.redis_queue_namespace_prefix}{name}"
+
+
 def queue(connection: redis.Redis, name: str = EVENTS_QUEUE) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer, default_timeout=JOB_TIMEOUT)
 

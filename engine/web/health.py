@@ -5,7 +5,10 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response, current_app, jsonify
 
+from engine.runtime.actions import DEAD_LETTERS, PARKED_APPS
+from engine.runtime.events import WAITING_QUEUES
 from engine.runtime.metrics import RedisGauges, exposition
+from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue_key
 from engine.web.errors import error
 
 blueprint = Blueprint("health", __name__)
@@ -32,8 +35,8 @@ def metrics() -> Response:
     def read() -> dict[str, object]:
         try:
             with connection.pipeline(transaction=False) as pipe:
-                pipe.llen("rq:queue:events").llen("rq:queue:actions").zcard("hr:dead").scard("hr:parked-apps")
-                pipe.zcard("hr:queues")
+                pipe.llen(queue_key(EVENTS_QUEUE)).llen(queue_key(ACTIONS_QUEUE))
+                pipe.zcard(DEAD_LETTERS).scard(PARKED_APPS).zcard(WAITING_QUEUES)
                 events, actions, dead, parked, entities = pipe.execute()
         except redis.RedisError:
             events = actions = dead = parked = entities = float("nan")
