@@ -36,6 +36,8 @@ DEAD_LETTERS = "hr:dead"
 PARKED_APPS = "hr:parked-apps"
 PARKED_PREFIX = "hr:parked:"
 WROTE_PREFIX = "hr:wrote:"
+#: Actions that failed for good, per rule: GET /admin/rules shows them.
+FAILURE_COUNTS = "hr:stats:failed"
 #: SPEC §6 Loops: an update whose changes are exactly what we wrote this recently is an echo.
 ECHO_WINDOW_SECONDS = 300
 
@@ -330,7 +332,7 @@ def _run_action(event_id: str, rule_id: str, index: str) -> tuple[str, str]:
             return "retrying", record.kind
         shown = redact({"kind": record.kind, "payload": record.payload}, context.secrets)
         store.dead_letter(identifier, redact(str(exc), context.secrets), exc.response, request=shown)
-        context.connection.hincrby("hr:stats:failed", rule_id, 1)
+        context.connection.hincrby(FAILURE_COUNTS, rule_id, 1)
         return "failed", record.kind
     log.info("event %s rule %s: %s action done", event_id, rule_id, record.kind,
              extra={"event_id": event_id, "rule_id": rule_id})  # fmt: skip

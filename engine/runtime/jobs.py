@@ -62,6 +62,8 @@ LOCK_TTL_MS = 30_000
 #: and far inside the job timeout.
 MAX_EVENTS_PER_JOB = 200
 MAX_SECONDS_PER_JOB = 10.0
+#: Events each rule matched: GET /admin/rules shows them.
+MATCH_COUNTS = "hr:stats:matched"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -212,7 +214,7 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
     if outcome is Commit.OK and plan.event_fields.get("matched"):
         with context.connection.pipeline(transaction=False) as pipe:
             for rule_id in plan.event_fields["matched"]:
-                pipe.hincrby("hr:stats:matched", rule_id, 1)  # counts for GET /admin/rules
+                pipe.hincrby(MATCH_COUNTS, rule_id, 1)
                 RULE_MATCHES.labels(rule_id).inc()
             pipe.execute()
     if outcome is Commit.OK and plan.event_fields.get("echo"):

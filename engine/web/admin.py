@@ -17,10 +17,11 @@ from engine.hana import canonical_event_type, now_iso
 from engine.redaction import redact
 from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
-from engine.runtime.actions import ActionStore
+from engine.runtime.actions import FAILURE_COUNTS, ActionStore
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStatus, EventStore, StoredEvent
 from engine.runtime.intake import Intake
+from engine.runtime.jobs import MATCH_COUNTS
 from engine.runtime.loading import RuleRegistry, load_rules
 from engine.web.errors import error
 
@@ -67,8 +68,8 @@ def _body() -> dict[str, Any]:
 def rules() -> Response:
     rule_set = _rules().current()
     connection = current_app.extensions["hana_rules.redis"]
-    matched = {k.decode(): int(v) for k, v in connection.hgetall("hr:stats:matched").items()}
-    failed = {k.decode(): int(v) for k, v in connection.hgetall("hr:stats:failed").items()}
+    matched = {k.decode(): int(v) for k, v in connection.hgetall(MATCH_COUNTS).items()}
+    failed = {k.decode(): int(v) for k, v in connection.hgetall(FAILURE_COUNTS).items()}
     return jsonify({
         "version": rule_set.version, "loaded_at": rule_set.loaded_at,
         "rules": [{**rule.summary(), "matched": matched.get(rule.id, 0), "failed": failed.get(rule.id, 0)}
