@@ -26,6 +26,13 @@ CONFIG_FILE_NAME = "hana-rules.yaml"
 CONFIG_ENV = "HANA_RULES_CONFIG"
 SECRETS_FILE_NAME = "secrets.json"
 DEFAULT_APPLICATION_NAME = "default"
+#: An RQ job runs at most this long (the work horse is killed past it), so a
+#: job that delivers an action must be done well before.
+JOB_TIMEOUT = 30.0
+#: The longest `outbound.timeout` allowed: one attempt plus the Redis writes that
+#: record it must fit in one job, and 5 s leaves room for those writes even on a
+#: slow Redis. A longer attempt would be killed with its outcome unrecorded.
+MAX_OUTBOUND_TIMEOUT = JOB_TIMEOUT - 5
 
 _DURATION = {"type": ["string", "number"]}
 _COUNT = {"type": ["integer", "string"]}
@@ -284,6 +291,19 @@ def _resolve(
         except ValueError as exc:
             raise ConfigError(str(exc), file=label, key=key) from None
 
+    def attempt_timeout(key: str, value: Any) -> float:
+        seconds = duration(key, value)
+        if not seconds > 0:
+            raise ConfigError("must be more than 0s: each attempt needs time to connect and be answered; "
+                              "set a few seconds, such as 10s", file=label, key=key)  # fmt: skip
+        if seconds > MAX_OUTBOUND_TIMEOUT:
+            raise ConfigError(
+                f"must be at most {MAX_OUTBOUND_TIMEOUT:g}s, so an attempt ends well inside the {JOB_TIMEOUT:g}s job "
+                f"timeout; set {MAX_OUTBOUND_TIMEOUT:g}s or less (a slow partner is retried on the delivery schedule)",
+                file=label, key=key,
+            )  # fmt: skip
+        return seconds
+
     def directory(value: str) -> Path:
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else base / candidate
@@ -312,7 +332,7 @@ def _resolve(
         max_events=number("max_events", raw.get("max_events", 100_000), minimum=1),
         outbound=Outbound(
             allow_hosts=tuple(h.lower() for h in outbound_raw.get("allow_hosts", out_defaults.allow_hosts)),
-            timeout=duration("outbound.timeout", outbound_raw.get("timeout", out_defaults.timeout)),
+            timeout=attempt_timeout("outbound.timeout", outbound_raw.get("timeout", out_defaults.timeout)),
             telegram_api=outbound_raw.get("telegram_api", out_defaults.telegram_api).rstrip("/"),
         ),
         smtp=None

@@ -13,7 +13,7 @@ class ActionError(HanaRulesError):
 
     `retryable` decides retry or dead letter; `park` holds every hana_update of the
     application (a revoked token must not burn every retry); `retry_after` is the
-    server's own wish, honoured up to an hour.
+    server's own wish, which may lengthen our backoff (up to an hour), never shorten it.
     """
 
     def __init__(

@@ -1,19 +1,24 @@
 """One function per action kind: a rendered payload in, a delivery out (or an ActionError).
 
 Every HTTP kind goes through the guarded OutboundClient; `email` goes to the
-configured SMTP server; `log` writes to the log and the event's trace.
+configured SMTP server, the whole exchange (connect, EHLO, STARTTLS, login,
+send) bounded by the same total deadline as an HTTP attempt; `log` writes to
+the log and the event's trace.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
+from engine.actions.deadline import bounded, open_connection, within_deadline
 from engine.actions.errors import ActionError, Response
 from engine.actions.outbound import OutboundClient
 from engine.config import Application, Settings
@@ -102,6 +107,23 @@ def telegram(payload: Any, env: ActionEnvironment) -> Response | None:
     return env.client.send("POST", url, json=message)
 
 
+class _BoundedSMTP(smtplib.SMTP):
+    """smtplib with DNS and connect bounded, and its socket watched from before the greeting."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return open_connection(host, port, timeout=timeout, source_address=self.source_address)
+
+
+@functools.cache
+def _ehlo_name() -> str:
+    """The name smtplib would say in EHLO, looked up once per process, within the attempt's deadline.
+
+    smtplib looks it up (a reverse DNS query) in its constructor, where nothing bounds it.
+    """
+    name = socket.getfqdn()
+    return name if "." in name else f"[{socket.gethostbyname(socket.gethostname())}]"
+
+
 @executor("email")
 def email(payload: Any, env: ActionEnvironment) -> Response | None:
     spec = _mapping(payload, "email")
@@ -114,24 +136,44 @@ def email(payload: Any, env: ActionEnvironment) -> Response | None:
     message["To"] = ", ".join(map(str, recipients))
     message["Subject"] = str(spec.get("subject", ""))
     message.set_content(str(spec.get("body", "")))
-    try:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=env.settings.outbound.timeout) as server:
-            server.ehlo()
-            if smtp.starttls and server.has_extn("starttls"):
-                server.starttls(context=ssl.create_default_context())
+    timeout = env.settings.outbound.timeout
+    with bounded(timeout) as attempt:
+        try:
+            server = _BoundedSMTP(local_hostname=within_deadline(_ehlo_name, "naming this machine"), timeout=timeout)
+            try:
+                code, greeting = server.connect(smtp.host, smtp.port)
+                if code != 220:
+                    raise smtplib.SMTPConnectError(code, greeting)
                 server.ehlo()
-            if smtp.username and smtp.password:
-                server.login(smtp.username, smtp.password)
-            refused = server.send_message(message)
-    except smtplib.SMTPResponseException as exc:
-        raise ActionError(f"email: the SMTP server answered {exc.smtp_code}", retryable=exc.smtp_code < 500) from None
-    except smtplib.SMTPRecipientsRefused:
-        raise ActionError("email: every recipient was refused", retryable=False) from None
-    except (OSError, smtplib.SMTPException) as exc:
-        raise ActionError(f"email: could not deliver ({exc})", retryable=True) from None
+                if smtp.starttls and server.has_extn("starttls"):
+                    server.starttls(context=ssl.create_default_context())
+                    server.ehlo()
+                if smtp.username and smtp.password:
+                    server.login(smtp.username, smtp.password)
+                refused = server.send_message(message)
+            finally:
+                _quit(server)
+        except smtplib.SMTPResponseException as exc:  # a real answer, even late: judged by its code
+            raise ActionError(f"email: the SMTP server answered {exc.smtp_code}",
+                              retryable=exc.smtp_code < 500) from None  # fmt: skip
+        except smtplib.SMTPRecipientsRefused:
+            raise ActionError("email: every recipient was refused", retryable=False) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            if attempt.passed:
+                raise ActionError(f"email: no complete exchange with the SMTP server within {timeout:g}s",
+                                  retryable=True) from None  # fmt: skip
+            raise ActionError(f"email: could not deliver ({exc})", retryable=True) from None
     if refused:
         log.warning("event %s rule %s: email refused for %s", env.event_id, env.rule_id, ", ".join(refused))
     return Response(status_code=250, body=f"sent to {len(recipients) - len(refused)} recipient(s)")
+
+
+def _quit(server: smtplib.SMTP) -> None:
+    """QUIT is a courtesy: whether the message was accepted was settled before it, so it never fails one."""
+    try:
+        server.quit()
+    except (OSError, smtplib.SMTPException):
+        server.close()
 
 
 @executor("log")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_settings, with_generated_tokens
+from engine.config import JOB_TIMEOUT, MAX_OUTBOUND_TIMEOUT, load_settings, with_generated_tokens
 from engine.durations import parse_duration
 from engine.errors import ConfigError
 
@@ -53,7 +53,7 @@ def test_env_interpolation_with_defaults_and_relative_paths(tmp_path: Path) -> N
         "  - id: app-1\n"
         "    webhook_token: ${TOKEN}\n"
         "    access_token: ${ACCESS}\n"
-        "outbound: {timeout: 1m}\n",
+        "outbound: {timeout: 20s}\n",
     )
     env = {"WORKERS": "4", "TOKEN": "t" * 20, "ACCESS": "secret-access"}
     settings = load_settings(path, env=env)
@@ -61,7 +61,7 @@ def test_env_interpolation_with_defaults_and_relative_paths(tmp_path: Path) -> N
     assert settings.redis_url is None
     assert settings.workers == 4
     assert settings.retention == 2 * 86400
-    assert settings.outbound.timeout == 60
+    assert settings.outbound.timeout == 20
     assert settings.applications[0].webhook_token == "t" * 20
     assert {"t" * 20, "secret-access"} <= settings.secrets
 
@@ -99,6 +99,26 @@ def test_startup_errors_name_the_file_and_the_key(tmp_path: Path, text: str, fra
     assert message.startswith(str(path)), message
     for fragment in fragments:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    ("timeout", "fragment"),
+    [("26s", "must be at most 25s, so an attempt ends well inside the 30s job timeout"),
+     ("1m", "must be at most 25s"), (0, "must be more than 0s"), ("0s", "must be more than 0s"),
+     ("-1", "cannot be negative")],
+)  # fmt: skip
+def test_an_outbound_timeout_that_cannot_fit_in_a_job_is_refused(tmp_path: Path, timeout: object,
+                                                                  fragment: str) -> None:  # fmt: skip
+    path = write(tmp_path, f"outbound: {{timeout: {timeout}}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, env={})
+    assert str(error.value).startswith(f"{path}: outbound.timeout: "), error.value
+    assert fragment in str(error.value)
+
+
+def test_the_longest_outbound_timeout_leaves_room_inside_a_job(tmp_path: Path) -> None:
+    assert MAX_OUTBOUND_TIMEOUT == JOB_TIMEOUT - 5 == 25
+    assert load_settings(write(tmp_path, "outbound: {timeout: 25s}\n"), env={}).outbound.timeout == 25
 
 
 def test_secret_from_environment_is_never_echoed_in_a_type_error(tmp_path: Path) -> None:
