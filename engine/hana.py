@@ -9,10 +9,12 @@ exception.
 from __future__ import annotations
 
 import functools
+import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 ENTITIES = ("lead", "opportunity")
@@ -95,6 +97,10 @@ def parse_hana_date(value: Any) -> datetime | None:
 
 def is_date_attribute(name: str) -> bool:
     return name.startswith("cf_date_") or name in ("baseBirthday",)
+
+
+def is_array_attribute(name: str) -> bool:
+    return name.startswith("cf_enum_") or name == "baseSourceInput"
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ def _check_type(entity: str, name: str, value: Any, warnings: list[str]) -> None
     where = f"{entity}.{name}"
     if name.startswith("cf_number_") and (isinstance(value, bool) or not isinstance(value, int | float)):
         warnings.append(f"{where} should be a number, got {type(value).__name__}")
-    elif (name.startswith("cf_enum_") or name == "baseSourceInput") and not isinstance(value, list):
+    elif is_array_attribute(name) and not isinstance(value, list):
         warnings.append(f"{where} should be an array, got {type(value).__name__}")
     elif is_date_attribute(name) and parse_hana_date(value) is None:
         warnings.append(f"{where} is not a date Hana sends (ISO 8601 or dd-MM-yyyy)")
@@ -250,7 +256,7 @@ def type_update_value(attribute: str, value: Any) -> Any:
                 return float(text)
             except ValueError:
                 raise UpdateValueError(f"{attribute} needs a number, got {value!r}") from None
-    if attribute.startswith("cf_enum_") or attribute == "baseSourceInput":
+    if is_array_attribute(attribute):
         if isinstance(value, list):
             return value
         if isinstance(value, str):
@@ -275,3 +281,110 @@ def update_body(payload: Mapping[str, Any]) -> dict[str, Any]:
     if not body:
         raise UpdateValueError("nothing to update: give lead or opportunity")
     return body
+
+
+# Hana shows dates as the calendar day in Vietnam: `2020-09-13T17:00:00.000Z` is normalized to `14-09-2020`.
+VIETNAM = timezone(timedelta(hours=7), "Asia/Ho_Chi_Minh")  # no daylight saving time
+_MAX_DEPTH = 64  # deeper than any body the receiver accepts; beyond it values count as unequal
+
+
+def same_written_value(attribute: str, written: Any, normalized: Any, raw: Any) -> bool:
+    """Whether the value Hana sent back for `attribute` is the one we wrote, compared as Hana types it.
+
+    Our own `hana_update` comes back as an `*.updated` event (SPEC §6 Loops), but never in the form
+    we wrote: `"4"` returns as `4`, an array may be reordered, and a date we wrote as the instant
+    `2026-03-09T17:00:00.000Z` returns normalized as `10-03-2026`, the day in Vietnam, with the
+    instant in rawData. Echo detection needs these to count as the same value, and a real change by
+    someone else not to: a date compares as an instant (as a Vietnamese calendar day when only a
+    day is there, or when we wrote only a day), a `cf_number_*` as a number (never a bool), a
+    `cf_enum_*` or `baseSourceInput` as a set (a comma-separated text as its parts), anything
+    else as equal JSON values with text in Unicode NFC. `written` may be the rendered value or the
+    typed one we sent. Any input, however odd, gives an answer rather than an exception.
+    """
+    seen = (normalized, raw)
+    wrote = _canonical(written)
+    if any(_canonical(value) == wrote for value in seen):
+        return True
+    if not isinstance(attribute, str):
+        return False
+    if is_date_attribute(attribute):
+        return _same_date(written, normalized, raw)
+    if attribute.startswith("cf_number_"):
+        number = _number(attribute, written)
+        return number is not None and any(_number(attribute, value) == number for value in seen)
+    if is_array_attribute(attribute):
+        members = _members(attribute, written)
+        return members is not None and any(_members(attribute, value) == members for value in seen)
+    return False
+
+
+def _canonical(value: Any, depth: int = 0) -> Any:
+    """A hashable form of a JSON value in which equal values (text in NFC, 4 and 4.0) are equal.
+
+    Tags keep kinds apart, so `True` is not `1` and `"4"` is not `4`; anything that is not JSON
+    (or nests too deep) equals only itself.
+    """
+    if depth > _MAX_DEPTH:
+        return ("object", id(value))
+    if value is None:
+        return ("null",)
+    if isinstance(value, str):
+        return ("text", unicodedata.normalize("NFC", value))
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", value) if not isinstance(value, float) or math.isfinite(value) else ("object", id(value))
+    if isinstance(value, list | tuple):
+        return ("list", tuple(_canonical(item, depth + 1) for item in value))
+    if isinstance(value, dict):
+        return ("map", frozenset((_canonical(k, depth + 1), _canonical(v, depth + 1)) for k, v in value.items()))
+    return ("object", id(value))
+
+
+def _number(attribute: str, value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = type_update_value(attribute, value)
+    except UpdateValueError:
+        return None
+    if isinstance(number, float) and not math.isfinite(number):
+        return None
+    return number if isinstance(number, int | float) else None
+
+
+def _members(attribute: str, value: Any) -> frozenset[Any] | None:
+    """The set of an array value; None (nothing) is the empty set, a non-array has none."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list | str):
+        return None
+    items = type_update_value(attribute, value)  # a list as it is, a text split at its commas
+    return frozenset(_canonical(item) for item in items)
+
+
+def _same_date(written: Any, normalized: Any, raw: Any) -> bool:
+    wrote = parse_hana_date(written)
+    if wrote is None:
+        return False
+    day_only = _is_day(written)
+    instants = [moment for value in (raw, normalized) if not _is_day(value) and (moment := parse_hana_date(value))]
+    try:
+        if instants:
+            seen = instants[0]
+            if day_only:  # we wrote a day: any instant on that day in Vietnam is it
+                return seen.astimezone(VIETNAM).date() == wrote.date()
+            return hana_date(seen) == hana_date(wrote)  # Hana keeps milliseconds
+        days = [_day(value) for value in (normalized, raw) if _is_day(value)]
+        return bool(days) and days[0] == (wrote.date() if day_only else wrote.astimezone(VIETNAM).date())
+    except (OverflowError, UpdateValueError):  # an instant at the very edge of datetime's range
+        return False
+
+
+def _is_day(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 40 and _DMY.fullmatch(value.strip()) is not None
+
+
+def _day(value: str) -> date | None:
+    moment = parse_hana_date(value)
+    return moment.date() if moment else None

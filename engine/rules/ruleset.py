@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.rules.conditions import Check
 from engine.rules.templates import Template, TemplateRenderError, render_structure
-from engine.rules.tracing import RecordingTracer, jsonable
+from engine.rules.tracing import RecordingTracer, cut, jsonable
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ class RuleResult:
         entry: dict[str, Any] = {"id": self.rule.id, "matched": self.matched, "conditions": self.conditions or [],
                                  "actions": [a.as_json() for a in self.actions]}  # fmt: skip
         if self.vars:
-            entry["vars"] = jsonable(self.vars)
+            # Cut like traced values: a var may hold a whole attribute, and this record is kept per event.
+            entry["vars"] = {str(name): cut(value)[0] for name, value in self.vars.items()}
         if self.error:
             entry["error"] = self.error
         if self.skipped:

@@ -3,13 +3,27 @@
 Production passes None (no cost); simulate, rule tests and event traces pass
 a RecordingTracer. The closures are the same in both modes, so the
 explanation can never disagree with the verdict.
+
+What a tracer records is cut (SPEC §8): a 0.9 MB attribute seen by forty
+conditions would otherwise make a 36 MB trace out of a 0.9 MB event. Only the
+record is cut; the conditions saw, and judged, the whole value.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from engine.rules.values import MISSING
+
+TRACE_LIMIT = 256  # characters of a traced value (of its compact JSON for a list or mapping)
+ERROR_LIMIT = 1024  # an exception's message may quote the value it choked on
+CUT = "…"  # ends a cut text; the last item (a list) or key (a mapping) of a cut container
+
+_LIST_MARKER = len(',"…"')
+_MAPPING_MARKER = len(',"…":"…"')
+_MIN_ROOM = 12  # below this a piece of an item says nothing: stop and mark the rest as omitted
 
 
 def jsonable(value: Any) -> Any:
@@ -24,6 +38,99 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def cut(value: Any, limit: int = TRACE_LIMIT) -> tuple[Any, int | None]:
+    """A JSON-able copy of `value` bounded by `limit`, and the full length when something was cut.
+
+    A text keeps its first `limit` characters and then `…`. A list or mapping whose compact JSON
+    is longer keeps its leading items (each cut to the room left) and then a `…` item (a `…` key),
+    so the console still prints "saw [Youtube, Sendo, …]" rather than an opaque string; its compact
+    JSON then stays within `limit`. The length is that of the text, or of the container's compact
+    JSON, and is None when nothing was cut. Non-finite numbers become text so the record is strict
+    JSON.
+    """
+    plain = _plain(value)
+    if isinstance(plain, str):
+        return (plain[:limit] + CUT, len(plain)) if len(plain) > limit else (plain, None)
+    if isinstance(plain, list | dict):
+        size = _size(plain)
+        if size > limit:
+            return _shrink(plain, limit), size
+    return plain, None
+
+
+def _plain(value: Any) -> Any:
+    if value is MISSING or value is None:
+        return None
+    if isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def _size(plain: Any) -> int:
+    return len(json.dumps(plain, ensure_ascii=False, separators=(",", ":")))
+
+
+def _shrink(container: list[Any] | dict[str, Any], limit: int) -> list[Any] | dict[str, Any]:
+    """The leading items of a container that fit in `limit` characters of compact JSON, marker included."""
+    if isinstance(container, dict):
+        kept: dict[str, Any] = {}
+        used = 2 + _MAPPING_MARKER  # the braces, and room for the marker
+        for key, item in container.items():
+            head = _size(key) + 1 + (1 if kept else 0)  # "key": and the comma before it
+            fitted = _fit(item, limit - used - head)
+            if fitted is None:
+                break
+            piece, size = fitted
+            kept[key] = piece
+            used += head + size
+            if piece is not item:
+                break  # this item took the last of the room
+        if len(kept) < len(container):
+            kept[CUT] = CUT
+        return kept
+    items: list[Any] = []
+    used = 2 + _LIST_MARKER
+    for item in container:
+        comma = 1 if items else 0
+        fitted = _fit(item, limit - used - comma)
+        if fitted is None:
+            break
+        piece, size = fitted
+        items.append(piece)
+        used += comma + size
+        if piece is not item:
+            break
+    if len(items) < len(container):
+        items.append(CUT)
+    return items
+
+
+def _fit(plain: Any, room: int) -> tuple[Any, int] | None:
+    """`plain` itself when its JSON fits in `room`, else cut to fit; None when no useful piece fits."""
+    size = _size(plain)
+    if size <= room:
+        return plain, size
+    if room < _MIN_ROOM:
+        return None
+    if isinstance(plain, str):
+        keep = room - 3  # the quotes and the `…`
+        piece = plain[:keep] + CUT
+        while (size := _size(piece)) > room:  # escaped characters take more than one
+            keep = max(0, keep - (size - room))
+            piece = plain[:keep] + CUT
+        return piece, size
+    if isinstance(plain, list | dict):
+        piece = _shrink(plain, room)
+        return piece, _size(piece)
+    return None  # a number too long for the room left
+
+
 class RecordingTracer:
     def __init__(self) -> None:
         self.conditions: list[dict[str, Any]] = []
@@ -32,12 +139,15 @@ class RecordingTracer:
     def condition(
         self, path: str, result: bool, value: Any = MISSING, expected: Any = None, error: str | None = None
     ) -> None:
-        entry: dict[str, Any] = {"path": path, "result": result, "value": jsonable(value),
-                                 "expected": jsonable(expected)}  # fmt: skip
+        entry: dict[str, Any] = {"path": path, "result": result}
+        for name, seen in (("value", value), ("expected", expected)):
+            entry[name], length = cut(seen)
+            if length is not None:
+                entry[f"{name}_length"] = length
         if value is MISSING:
             entry["missing"] = True
         if error:
-            entry["error"] = error
+            entry["error"] = cut(error, ERROR_LIMIT)[0]
         self.conditions.append(entry)
 
     def note(self, text: str) -> None:
