@@ -107,7 +107,7 @@ def main() -> None:
         with EmbeddedRedis(work / "redis") as server:
             client = redis.Redis.from_url(server.url)
             settings = with_generated_tokens(replace(load_settings(config, env={}), redis_url=server.url))
-            intake = Intake(settings, EventStore(client, retention=3600), Journal(work / "var"))
+            intake = Intake(settings, EventStore(client), Journal(work / "var"))
             for workers in (1, 2):
                 client.flushall()
                 processes = start_workers(workers, config, server.url, client)

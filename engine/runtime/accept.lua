@@ -2,7 +2,7 @@
 -- an RQ job when that entity had nothing waiting: atomically, in one round trip.
 -- This is the receiver's hot path, so it is lean on both ends: each redis.call costs ~4 µs
 -- inside Lua on Redis 6.2, and each argument ~0.3 µs to pack in Python and again to read here.
--- What never changes in a process (key prefixes, RQ's job fields, the retention) is written into
+-- What never changes in a process (key prefixes, RQ's job fields) is written into
 -- the source by EventStore, as Lua literals, in place of the dollar-brace placeholders; the keys
 -- of one event are composed here from its id and its entity. (Not for Redis Cluster: the keys of
 -- one event live in different slots anyway.)
@@ -41,10 +41,15 @@ for index = 9, 11 do
   end
 end
 redis.call('HSET', event_key, unpack(event))
-redis.call('EXPIRE', event_key, ${retention})
+-- No expiry: an event is removed by retention only once it is finished (retention.py).
 redis.call('ZADD', ${events_index}, ARGV[4], id)
+if reason ~= '' then
+  -- Quarantined: no rule will run, so it is finished now (scored in milliseconds, as retention reads it).
+  redis.call('ZADD', ${finished_index}, math.floor(tonumber(ARGV[4]) / 1000), id)
+  return {'accepted', id}
+end
 local queue_key = ${entity_queue_prefix} .. entity
-if reason == '' and redis.call('RPUSH', queue_key, id) == 1 then
+if redis.call('RPUSH', queue_key, id) == 1 then
   -- The entity had nothing waiting: this job drains it. Otherwise the worker draining it
   -- now will reach this event in order. The job's one argument is the event id; RQ reads
   -- its data uncompressed as well as compressed.

@@ -1,7 +1,8 @@
 """Events in Redis: the raw body as received, its status, its context and warnings.
 
-One hash per event (`hr:event:<id>`), expiring after `retention`, and one
-sorted set indexing them by arrival for the admin views.
+One hash per event (`hr:event:<id>`) and one sorted set indexing them by
+arrival for the admin views. Nothing here expires by itself: an event is
+removed only once it is finished, by `retention.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ LAST_EVENT_PREFIX = "hr:last:"
 ENTITY_QUEUE_PREFIX = "hr:queue:"
 #: Non-empty entity queues, scored by when they last became non-empty: the sweeper's index.
 WAITING_QUEUES = "hr:queues"
+#: Finished events (done, failed or quarantined, with no action still to run), scored by when
+#: they finished (ms): the only events retention and the `max_events` cap may remove.
+FINISHED_EVENTS = "hr:finished"
 #: SPEC §4: Hana's retries come within this window.
 DUPLICATE_WINDOW_SECONDS = 600
 
@@ -118,9 +122,8 @@ class StoredEvent:
 class EventStore:
     """Reads and writes events; the only place that knows their Redis layout."""
 
-    def __init__(self, connection: redis.Redis, *, retention: float) -> None:
+    def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
-        self.retention = max(int(retention), 1)
         self._accept: Script | None = None
         self._own_connections = ThreadConnections(connection)  # the hot path skips the pool's checks
 
@@ -130,18 +133,18 @@ class EventStore:
             template = JobTemplate.for_events(self.connection)
             # RQ lists its queues in a set, for `rq info` and dashboards: once per process is enough.
             self.connection.sadd(template.queues_key, template.queue_key)
-            data_prefix, data_suffix = template.data_around_argument()
+            data_prefix, data_suffix = template.data_parts()
             source = lua.render(
                 "accept.lua",
                 event_key_prefix=EVENT_KEY_PREFIX,
                 last_event_prefix=LAST_EVENT_PREFIX,
                 entity_queue_prefix=ENTITY_QUEUE_PREFIX,
                 events_index=EVENTS_INDEX,
+                finished_index=FINISHED_EVENTS,
                 waiting_queues=WAITING_QUEUES,
                 received=EventStatus.RECEIVED.value,
                 quarantined=EventStatus.QUARANTINED.value,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
-                retention=self.retention,
                 rq_queue=template.queue_key,
                 job_key_prefix=template.job_key_prefix + event_job_id(""),
                 job_id_prefix=event_job_id(""),
@@ -221,31 +224,6 @@ class EventStore:
         for name, value in documents.items():
             mapping[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
         self.connection.hset(event_key(event_id), mapping=mapping)
-
-    def trim(self, *, max_events: int, batch: int = 1000) -> int:
-        """Keep the index to the retention period and to `max_events`; the overflow's records go too.
-
-        Event hashes expire by themselves after `retention`; this keeps the index from
-        listing them, and enforces the count cap on a busy installation.
-        """
-        cutoff_us = (time.time() - self.retention) * 1_000_000
-        removed = int(self.connection.zremrangebyscore(EVENTS_INDEX, "-inf", cutoff_us))
-        overflow = int(self.connection.zcard(EVENTS_INDEX)) - max_events
-        while overflow > 0:
-            oldest = [raw.decode() for raw in self.connection.zrange(EVENTS_INDEX, 0, min(overflow, batch) - 1)]
-            with self.connection.pipeline(transaction=False) as pipe:
-                for event_id in oldest:
-                    pipe.hget(event_key(event_id), "actions")
-                action_lists = pipe.execute()  # one round trip for the whole batch
-                for event_id, actions in zip(oldest, action_lists, strict=True):
-                    for entry in json.loads(actions) if actions else []:
-                        pipe.delete(f"hr:action:{event_id}:{entry['rule']}:{entry['index']}")
-                    pipe.delete(event_key(event_id))
-                pipe.zrem(EVENTS_INDEX, *oldest)
-                pipe.execute()
-            removed += len(oldest)
-            overflow -= len(oldest)
-        return removed
 
     def recent(self, limit: int) -> list[str]:
         return [i.decode() for i in self.connection.zrevrange(EVENTS_INDEX, 0, limit - 1)]

@@ -10,49 +10,35 @@ while the lock is still ours.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import redis
-from rq import Retry, get_current_job
+from rq import Retry
 
-from engine.actions.outbound import OutboundClient, OutboundPolicy
-from engine.config import Settings, load_settings, with_generated_tokens
 from engine.hana import entity_of, normalize
 from engine.redaction import redact
-from engine.rules.ruleset import Evaluation, RuleResult, RuleSet
+from engine.rules.ruleset import Evaluation, RuleResult
 from engine.rules.templates import TemplateRenderError
-from engine.runtime.actions import ActionStore, plan_actions
+from engine.runtime.action_plan import plan_actions
+from engine.runtime.context import WorkerContext, current
 from engine.runtime.events import (
     ENTITY_QUEUE_PREFIX,
     WAITING_QUEUES,
     EventStatus,
-    EventStore,
     StoredEvent,
     entity_key,
     event_key,
 )
-from engine.runtime.loading import RuleRegistry
-from engine.runtime.metrics import ECHOES, HELD, RULE_MATCHES
-from engine.runtime.queues import (
-    ACTIONS_QUEUE,
-    EVENTS_QUEUE,
-    JOB_TIMEOUT,
-    PROCESS_EVENT,
-    PROCESS_EVENT_RETRIES,
-    RESUME_DELAYED,
-    RUN_ACTION,
-    JobTemplate,
-    queue,
-)
-from engine.runtime.state_store import Commit, CommitPlan, StateChange, StateStore
-from engine.runtime.throttle import SlidingWindow
+from engine.runtime.metrics import ECHOES, EVENTS_MISSING, HELD, RULE_MATCHES
+from engine.runtime.queues import DRAIN_QUEUE, EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT_RETRIES, queue
+from engine.runtime.state_store import Commit, CommitPlan, StateChange
 from engine.state import apply_known_state
 
 log = logging.getLogger(__name__)
@@ -64,61 +50,9 @@ MAX_EVENTS_PER_JOB = 200
 MAX_SECONDS_PER_JOB = 10.0
 #: Events each rule matched: GET /admin/rules shows them.
 MATCH_COUNTS = "hr:stats:matched"
+#: Ids of an entity's queued events found gone when their turn came, noted on its next event.
+MISSING_PREFIX = "hr:missing:"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-@dataclass
-class WorkerContext:
-    """What every job in this worker process shares; built once per process."""
-
-    settings: Settings
-    connection: redis.Redis
-    rules: RuleRegistry
-
-    @property
-    def rule_set(self) -> RuleSet:
-        return self.rules.rule_set
-
-    @property
-    def secrets(self) -> frozenset[str]:
-        return self.settings.secrets | self.rules.rule_set.secrets
-
-    def __post_init__(self) -> None:
-        self.events = EventStore(self.connection, retention=self.settings.retention)
-        self.states = StateStore(self.connection, retention=self.settings.retention)
-        self.actions = ActionStore(self.connection)
-        self.throttle = SlidingWindow(self.connection, "hr:throttle:")
-        self.loop_guard = SlidingWindow(self.connection, "hr:guard:")
-        self.release = self.connection.register_script(_RELEASE)
-        self.outbound = OutboundClient(
-            OutboundPolicy.from_settings(self.settings), timeout=self.settings.outbound.timeout
-        )
-        self.run_template = JobTemplate.build(self.connection, RUN_ACTION, ACTIONS_QUEUE, arity=3)
-        self.resume_template = JobTemplate.build(self.connection, RESUME_DELAYED, ACTIONS_QUEUE, arity=3)
-
-
-_context: WorkerContext | None = None
-
-
-def configure(settings: Settings, connection: redis.Redis, rule_set: RuleSet | None = None) -> WorkerContext:
-    """Load the rule set (raising RuleSetError listing every mistake) and share it with every job.
-
-    The version published in Redis, when there is one, replaces the files on disk.
-    """
-    global _context
-    registry = RuleRegistry(connection, settings, rule_set) if rule_set else RuleRegistry.start(connection, settings)
-    _context = WorkerContext(settings=settings, connection=connection, rules=registry)
-    return _context
-
-
-def current() -> WorkerContext:
-    """The configured context, or one built from the environment and the running job."""
-    if _context is None:
-        job = get_current_job()
-        if job is None:
-            raise RuntimeError("no worker context: call engine.runtime.jobs.configure() first")
-        return configure(with_generated_tokens(load_settings()), job.connection)
-    return _context
 
 
 def process_event(event_id: str) -> int:
@@ -126,9 +60,15 @@ def process_event(event_id: str) -> int:
     context = current()
     event = context.events.load(event_id)
     if event is None:
-        log.warning("event %s: gone before processing (expired by retention?)", event_id)
+        # Its queue cannot be found from a missing event; the sweeper drains it past this one.
+        log.warning("event %s: gone before processing (deleted, or lost by Redis)", event_id)
         return 0
     return drain(context, event.queue_key())
+
+
+def drain_queue(queue_key: str) -> int:
+    """Drain one entity's queue, named directly: works even when its head event is gone."""
+    return drain(current(), queue_key)
 
 
 def drain(context: WorkerContext, queue_key: str) -> int:
@@ -151,38 +91,44 @@ def drain(context: WorkerContext, queue_key: str) -> int:
                 return processed
             processed += 1
     finally:
-        context.release(keys=[lock_key], args=[token])
-    head = connection.lindex(queue_key, 0)
-    if head is not None:  # more arrived, or the batch was full: hand over to a fresh job
-        enqueue_drain(connection, head.decode(), token)
+        connection.eval(_RELEASE, 1, lock_key, token)
+    if connection.llen(queue_key):  # more arrived, or the batch was full: hand over to a fresh job
+        enqueue_drain(connection, queue_key, token)
     return processed
 
 
-def enqueue_drain(connection: redis.Redis, head_event_id: str, suffix: str) -> None:
+def enqueue_drain(connection: redis.Redis, queue_key: str, suffix: str) -> None:
+    digest = hashlib.blake2b(queue_key.encode(), digest_size=10).hexdigest()
     queue(connection, EVENTS_QUEUE).enqueue(
-        PROCESS_EVENT, head_event_id, job_id=f"ev-{head_event_id}-{suffix}", result_ttl=0,
-        job_timeout=JOB_TIMEOUT, retry=Retry(max=PROCESS_EVENT_RETRIES),
+        DRAIN_QUEUE, queue_key, job_id=f"dq-{digest}-{suffix}", result_ttl=0, job_timeout=JOB_TIMEOUT,
+        retry=Retry(max=PROCESS_EVENT_RETRIES),
     )  # fmt: skip
 
 
 def sweep_stalled_queues(connection: redis.Redis, *, older_than: float = 60.0, limit: int = 500) -> int:
     """Re-enqueue entity queues that waited past `older_than` with nobody draining them.
 
-    The safety net for a drain job that exhausted its retries (say, a long Redis outage):
-    later events of that entity found its queue non-empty and enqueued no job.
+    The safety net for a drain job that exhausted its retries (say, a long Redis outage), or
+    whose event went missing: later events of that entity found its queue non-empty and
+    enqueued no job. Ages are measured on Redis's clock (a queue's score is its receiver's):
+    a score further ahead than `older_than` comes from a receiver whose clock runs fast and is
+    looked at too, rather than left waiting until that clock's time comes.
     """
-    cutoff_us = (time.time() - older_than) * 1_000_000
+    seconds, microseconds = connection.time()
+    now_us = seconds * 1_000_000 + microseconds
+    window_us = older_than * 1_000_000
+    stalled = connection.zrangebyscore(WAITING_QUEUES, "-inf", now_us - window_us, start=0, num=limit)
+    stalled += connection.zrangebyscore(WAITING_QUEUES, f"({now_us + window_us}", "+inf", start=0, num=limit)
     revived = 0
-    for raw in connection.zrangebyscore(WAITING_QUEUES, "-inf", cutoff_us, start=0, num=limit):
+    for raw in stalled:
         queue_key = raw.decode()
         if connection.exists("hr:lock:" + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)):
             continue  # being drained right now
-        head = connection.lindex(queue_key, 0)
-        if head is None:
+        if not connection.llen(queue_key):
             connection.zrem(WAITING_QUEUES, queue_key)
             continue
-        connection.zadd(WAITING_QUEUES, {queue_key: time.time() * 1_000_000})  # not again before `older_than`
-        enqueue_drain(connection, head.decode(), f"sweep{int(time.time())}")
+        connection.zadd(WAITING_QUEUES, {queue_key: now_us})  # not again before `older_than`
+        enqueue_drain(connection, queue_key, f"sweep{seconds}")
         revived += 1
     if revived:
         log.warning("sweeper: %d entity queue(s) had nobody draining them; re-enqueued", revived)
@@ -199,7 +145,17 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
                                      event_key=event_key(event_id), event_id=event_id, entity_key=entity,
                                      lock_ttl_ms=LOCK_TTL_MS)  # fmt: skip
 
-    if event is None or event.status in (EventStatus.DONE, EventStatus.QUARANTINED, EventStatus.FAILED):
+    if event is None:
+        # Deleted by hand or lost in a Redis crash: skip it (never wedge the entity), and say so.
+        outcome = commit(CommitPlan())
+        if outcome is Commit.OK:
+            missing_key = MISSING_PREFIX + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)
+            context.connection.rpush(missing_key, event_id)
+            context.connection.expire(missing_key, max(int(context.settings.retention), 1))
+            EVENTS_MISSING.inc()
+            log.warning("event %s: gone when its turn came in %s; skipped", event_id, queue_key)
+        return outcome
+    if event.status in (EventStatus.DONE, EventStatus.QUARANTINED, EventStatus.FAILED):
         return commit(CommitPlan())  # nothing (more) to do: just take it off the queue
     context.events.start_processing(event_id)
     try:
@@ -208,8 +164,8 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
         raise  # Redis trouble: the job fails and RQ retries it; nothing was committed
     except Exception as exc:  # a poison event must not block its entity's queue
         log.exception("event %s: processing failed", event_id, extra={"event_id": event_id})
-        failed = {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
-        return commit(CommitPlan(event_fields=failed))
+        failed = {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}", "open": 0}
+        return commit(CommitPlan(event_fields=failed, finished=True))
     outcome = commit(plan)
     if outcome is Commit.OK and plan.event_fields.get("matched"):
         with context.connection.pipeline(transaction=False) as pipe:
@@ -219,6 +175,8 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
             pipe.execute()
     if outcome is Commit.OK and plan.event_fields.get("echo"):
         ECHOES.inc()
+    if outcome is Commit.OK and plan.event_fields.get("missing_before"):
+        context.connection.delete(MISSING_PREFIX + entity)
     return outcome
 
 
@@ -236,7 +194,7 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     entity_attributes = dict(rule_context.get(entity) or {})
     known = context.states.load(the_entity) if event.entity_id else None
     apply_known_state(rule_context, known)
-    echo = event.entity_id is not None and context.actions.is_echo(the_entity, rule_context)
+    echo = event.entity_id is not None and context.echoes.is_echo(the_entity, rule_context)
     rule_context["event"]["echo"] = echo
     evaluation = rule_set.evaluate(rule_context, body=body, trace=True)
     apply_throttles(context, evaluation, rule_context, event.id)
@@ -250,24 +208,32 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
         change, state = StateChange.SET, entity_attributes
     else:
         change, state = StateChange.SET, {**(known or {}), **entity_attributes}
-    records, jobs_ = plan_actions(evaluation.matched, event_id=event.id, application_id=event.application_id,
-                                  entity_key=the_entity, run_template=context.run_template,
-                                  resume_template=context.resume_template)  # fmt: skip
+    actions = plan_actions(evaluation.matched, event_id=event.id, application_id=event.application_id,
+                           entity_key=the_entity, template=context.run_template, context=rule_context)  # fmt: skip
     secrets_ = context.secrets
+    missing_before = [m.decode() for m in context.connection.lrange(MISSING_PREFIX + the_entity, 0, 99)]
+    warnings = list(event.warnings + normalized.warnings)
+    if missing_before:
+        warnings.append(f"earlier event(s) of this {entity} were gone when their turn came (deleted, or lost by "
+                        f"Redis) and were skipped: {', '.join(missing_before)}")  # fmt: skip
     fields = {
         "status": EventStatus.DONE.value,
         "processed_by": f"{socket.gethostname()}:{os.getpid()}",
         "echo": echo,
         "context": redact(rule_context, secrets_),
-        "warnings": list(event.warnings + normalized.warnings),
+        "warnings": warnings,
         "version": rule_set.version,
         "matched": [r.rule.id for r in evaluation.matched if not r.skipped],
         "evaluation": redact(evaluation.as_json(), secrets_),
-        "actions": redact(pending_actions(evaluation), secrets_),
+        "actions": redact(actions.listing, secrets_),
+        "open": actions.open,
     }
+    if missing_before:
+        fields["missing_before"] = missing_before
     log.info("event %s: %s processed, matched %s%s", event.id, event.type, fields["matched"], " (echo)" if echo else "",
              extra={"event_id": event.id})  # fmt: skip
-    return CommitPlan(change=change, state=state, event_fields=fields, records=records, jobs=jobs_)
+    return CommitPlan(change=change, state=state, event_fields=fields, records=actions.records, jobs=actions.jobs,
+                      finished=actions.open == 0)  # fmt: skip
 
 
 def apply_loop_guard(context: WorkerContext, evaluation: Evaluation, the_entity: str, event_id: str) -> None:
@@ -315,17 +281,3 @@ def apply_throttles(
 def _skip(result: RuleResult, reason: str) -> None:
     result.skipped = reason
     result.actions = []
-
-
-def pending_actions(evaluation: Evaluation) -> list[dict[str, Any]]:
-    """The event's actions as rendered at processing; their live status is in the action records."""
-    actions = []
-    for result in evaluation.matched:
-        if result.skipped:
-            continue
-        waiting = False
-        for action in result.actions:
-            waiting = waiting or action.kind == "delay"
-            status = "failed" if action.error else ("scheduled" if waiting and action.kind != "delay" else "pending")
-            actions.append({"rule": result.rule.id, **action.as_json(), "status": status, "attempts": []})
-    return actions

@@ -32,6 +32,11 @@ RETRIES = Counter("hana_rules_retries_total", "Action retries scheduled.", ["kin
 RELOADS = Counter("hana_rules_reloads_total", "Rule reloads by outcome.", ["outcome"])
 HELD = Counter("hana_rules_loop_guard_holds_total", "Rules held by the loop guard.", ["rule"])
 ECHOES = Counter("hana_rules_echoes_total", "Update events recognised as echoes of our own updates.")
+RESCUES = Counter("hana_rules_action_rescues_total", "Open actions the sweeper moved on (lease expired, job gone).",
+                  ["outcome"])  # fmt: skip
+EVENTS_MISSING = Counter("hana_rules_events_missing_total",
+                         "Queued events whose record was gone when their turn came (skipped, noted on the next).")
+TRIMMED = Counter("hana_rules_events_trimmed_total", "Finished events removed, by reason.", ["reason"])
 
 
 def prepare_multiprocess_dir(data_dir: Path, *, fresh: bool) -> None:
@@ -62,6 +67,13 @@ class RedisGauges(Collector):
                                 value=values["journal"])  # fmt: skip
         yield GaugeMetricFamily("hana_rules_entities_waiting", "Leads/opportunities with events waiting.",
                                 value=values["entities"])  # fmt: skip
+        yield GaugeMetricFamily("hana_rules_actions_open", "Actions pending, running, waiting to retry or delayed.",
+                                value=values["open_actions"])  # fmt: skip
+        memory = GaugeMetricFamily("hana_rules_redis_memory_bytes", "Redis memory: used, and maxmemory (0: no limit).",
+                                   labels=["kind"])  # fmt: skip
+        memory.add_metric(["used"], values["memory_used"])
+        memory.add_metric(["max"], values["memory_max"])
+        yield memory
         info = GaugeMetricFamily("hana_rules_ruleset_info", "The running rule set.", labels=["version"])
         info.add_metric([values["version"]], 1)
         yield info

@@ -21,14 +21,16 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
+from engine import config
+
 EVENTS_QUEUE = "events"
 ACTIONS_QUEUE = "actions"
 PROCESS_EVENT = "engine.runtime.jobs.process_event"
-RUN_ACTION = "engine.runtime.actions.run_action"
-RESUME_DELAYED = "engine.runtime.actions.resume_delayed"
+DRAIN_QUEUE = "engine.runtime.jobs.drain_queue"
+RUN_ACTION = "engine.runtime.delivery.run_action"
 #: A job runs at most this long; with SimpleWorker's heartbeat TTL (timeout + 60 s) and the
 #: workers' 15 s maintenance, the work of a dead worker is taken up within 2 minutes.
-JOB_TIMEOUT = 30
+JOB_TIMEOUT = int(config.JOB_TIMEOUT)
 PROCESS_EVENT_RETRIES = 3
 SCHEDULED_PREFIX = "rq:scheduled:"
 
@@ -72,7 +74,12 @@ class JobTemplate:
         return cls.build(connection, PROCESS_EVENT, EVENTS_QUEUE, arity=1)
 
     @classmethod
-    def build(cls, connection: redis.Redis, function: str, queue_name: str, *, arity: int) -> JobTemplate:
+    def build(cls, connection: redis.Redis, function: str, queue_name: str, *, arity: int,
+              retries: int = PROCESS_EVENT_RETRIES) -> JobTemplate:  # fmt: skip
+        """`retries`: how often RQ itself runs the job again after it failed (a worker died mid-job).
+
+        Action jobs take 0: their own state machine decides every retry, so RQ never re-sends.
+        """
         target = queue(connection, queue_name)
         job = Job.create(
             function,
@@ -83,7 +90,7 @@ class JobTemplate:
             timeout=JOB_TIMEOUT,
             result_ttl=0,  # outcomes live on events and actions, not in RQ
             failure_ttl=7 * 86400,
-            retry=Retry(max=PROCESS_EVENT_RETRIES),  # re-run after a worker died mid-job
+            retry=Retry(max=retries) if retries else None,
         )
         job.origin = target.name
         job.enqueued_at = datetime.now(UTC)
@@ -113,15 +120,17 @@ class JobTemplate:
             flat += [key, status if key == "status" else value]
         return flat
 
-    def data_around_argument(self) -> tuple[bytes, bytes]:
-        """(before, after) the one argument of a one-argument job in its uncompressed data.
+    def data_parts(self) -> list[bytes]:
+        """The job's uncompressed data cut around its arguments: arity + 1 parts.
 
-        The argument goes between them as a JSON string body: for ids of [0-9a-z-] that
-        is the id itself, which lets a Lua script compose the data from the id alone.
+        Each argument goes between two parts as a JSON string body: for ids of [0-9a-z_-]
+        that is the id itself, which lets a Lua script compose the data from the ids alone.
         """
-        assert self.arity == 1
-        before, after = self.data.split(_placeholder(0).encode())
-        return before, after
+        parts = [self.data]
+        for index in range(self.arity):
+            before, after = parts.pop().split(_placeholder(index).encode())
+            parts += [before, after]
+        return parts
 
     def job_fields(self, *args: str, status: str = "queued") -> list[bytes | str | int]:
         """Flat field/value list of the job hash for these arguments."""

@@ -11,14 +11,19 @@ after it changed everything (the event is not processed again).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from engine.runtime.events import WAITING_QUEUES
+from engine.runtime import lua
+from engine.runtime.action_state import ACTION_PREFIX, DUE_ACTIONS
+from engine.runtime.events import FINISHED_EVENTS, WAITING_QUEUES
+
+if TYPE_CHECKING:
+    from engine.runtime.action_plan import RecordWrite
 
 STATE_PREFIX = "hr:state:"
 
@@ -37,14 +42,14 @@ class Commit(StrEnum):
 
 @dataclass(frozen=True)
 class JobWrite:
-    """An RQ job written by the commit: run now, or at `at` (unix seconds) by RQ's scheduler."""
+    """An RQ job written by the commit: run now, or in `delay` seconds through RQ's scheduler."""
 
     key: str
     id: str
     queue_key: str
     scheduled_key: str
     fields: list[Any]
-    at: int | None = None
+    delay: float | None = None
 
 
 @dataclass
@@ -52,8 +57,9 @@ class CommitPlan:
     change: StateChange = StateChange.KEEP
     state: dict[str, Any] | None = None
     event_fields: dict[str, Any] = field(default_factory=dict)
-    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    jobs: list[JobWrite] = field(default_factory=list)
+    records: Sequence[RecordWrite] = ()
+    jobs: Sequence[JobWrite] = ()
+    finished: bool = False  # the event has no action left to run: retention may remove it
 
 
 def state_key(entity_key: str) -> str:
@@ -67,12 +73,11 @@ def encode(value: Any) -> str | bytes:
 
 
 class StateStore:
-    _commit_source = resources.files("engine.runtime").joinpath("commit.lua").read_text(encoding="utf-8")
-
-    def __init__(self, connection: redis.Redis, *, retention: float) -> None:
+    def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
-        self.retention = max(int(retention), 1)
-        self._commit = connection.register_script(self._commit_source)
+        source = lua.render("commit.lua", finished_index=FINISHED_EVENTS, due_index=DUE_ACTIONS,
+                            action_prefix_length=str(len(ACTION_PREFIX)))  # fmt: skip
+        self._commit = connection.register_script(source)
 
     def load(self, entity_key: str) -> dict[str, Any] | None:
         raw = self.connection.get(state_key(entity_key))
@@ -81,17 +86,17 @@ class StateStore:
     def commit(self, plan: CommitPlan, *, lock_key: str, token: str, queue_key: str, event_key: str,
                event_id: str, entity_key: str, lock_ttl_ms: int) -> Commit:  # fmt: skip
         arguments: list[Any] = [token, event_id, plan.change.value, encode(plan.state or {}), lock_ttl_ms,
-                                self.retention, len(plan.event_fields)]  # fmt: skip
+                                "1" if plan.finished else "", len(plan.event_fields)]  # fmt: skip
         for name, value in plan.event_fields.items():
             arguments += [name, encode(value)]
         arguments.append(len(plan.records))
-        for key, values in plan.records:
-            arguments += [key, len(values)]
-            for name, value in values.items():
-                arguments += [name, encode(value)]
+        for record in plan.records:
+            arguments += [record.key, "" if record.due_in_ms is None else record.due_in_ms, len(record.fields)]
+            for name, value in record.fields.items():
+                arguments += [name, value]
         arguments.append(len(plan.jobs))
         for job in plan.jobs:
-            arguments += [job.key, job.id, job.queue_key, job.scheduled_key, "" if job.at is None else job.at,
+            arguments += [job.key, job.id, job.queue_key, job.scheduled_key, "" if job.delay is None else job.delay,
                           len(job.fields) // 2, *job.fields]  # fmt: skip
         keys = [lock_key, queue_key, event_key, state_key(entity_key), WAITING_QUEUES]
         outcome = self._commit(keys=keys, args=arguments)

@@ -2,22 +2,26 @@
 
 A sorted set of the events that ran, per window key. The same event asking
 twice (processed again after a crash) is answered as the first time without
-using a slot.
+using a slot. The window is measured on Redis's clock (TIME inside the
+script): workers on several machines share it, and one whose clock is a
+minute off must neither free a slot early nor count one twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 
 import redis
 
 _SLIDING_WINDOW = """
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.replicate_commands()
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local window, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return 1 end
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], window)
 return 1
 """
@@ -32,5 +36,4 @@ class SlidingWindow:
         """Whether `event_id` may run within `limit` runs per `per` seconds for `name`."""
         digest = hashlib.blake2b(name.encode(), digest_size=12).hexdigest()
         window_ms = max(int(per * 1000), 1)
-        now_ms = time.time_ns() // 1_000_000
-        return bool(self._allow(keys=[f"{self.prefix}{digest}"], args=[now_ms, window_ms, limit, event_id]))
+        return bool(self._allow(keys=[f"{self.prefix}{digest}"], args=[window_ms, limit, event_id]))

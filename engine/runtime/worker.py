@@ -1,12 +1,19 @@
-"""The worker process: RQ's SimpleWorker with a JSON serializer and fast dead-worker recovery.
+"""The worker process: RQ's SimpleWorker with a JSON serializer, our maintenance, and self-healing.
 
 SimpleWorker runs jobs in-process (≈250 no-op jobs/s here) instead of forking
 per job (≈55/s); our jobs are short and stateless, so the fork buys nothing.
+Its maintenance (at least every 15 s) also revives entity queues nobody
+drains, moves on actions whose lease expired or whose job is gone, and trims
+finished events (by age, by count, and early when Redis nears `maxmemory`).
+A worker that RQ's loop gave up on (Redis full or gone for a while) starts
+again by itself instead of exiting.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 import redis
 from rq import SimpleWorker
@@ -14,7 +21,8 @@ from rq.serializers import JSONSerializer
 
 from engine.config import Settings
 from engine.rules.ruleset import RuleSet
-from engine.runtime import jobs
+from engine.runtime import context as worker_context
+from engine.runtime import delivery, jobs
 from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue
 
 log = logging.getLogger(__name__)
@@ -23,17 +31,27 @@ log = logging.getLogger(__name__)
 #: (which re-enqueues the jobs of dead workers) runs at least every 15 s.
 WORKER_TTL = 30
 MAINTENANCE_INTERVAL = 15
+#: Between two starts of a worker whose loop ended on an error, at most this long.
+MAX_RESTART_WAIT = 30.0
 
 
 class HanaWorker(SimpleWorker):
-    """RQ's SimpleWorker, whose maintenance also revives entity queues nobody drains."""
+    """RQ's SimpleWorker, whose maintenance also keeps events and actions moving."""
+
+    stop_asked = False  # SIGTERM/SIGINT came: RQ's loop ended on purpose, not on an error
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        self.stop_asked = True
+        super().request_stop(signum, frame)
 
     def clean_registries(self) -> None:
-        super().clean_registries()
         try:
+            context = worker_context.current()
+            context.retention.make_room()  # first: near maxmemory, RQ's own bookkeeping needs room
+            super().clean_registries()
             jobs.sweep_stalled_queues(self.connection)
-            context = jobs.current()
-            trimmed = context.events.trim(max_events=context.settings.max_events)
+            delivery.rescue_actions(context)
+            trimmed = context.retention.trim(max_events=context.settings.max_events)
             if trimmed:
                 log.info("retention: %d event(s) left the history", trimmed)
         except redis.RedisError as exc:
@@ -43,7 +61,7 @@ class HanaWorker(SimpleWorker):
 def build_worker(
     settings: Settings, connection: redis.Redis, *, name: str | None = None, rule_set: RuleSet | None = None
 ) -> HanaWorker:
-    jobs.configure(settings, connection, rule_set)
+    worker_context.configure(settings, connection, rule_set)
     return HanaWorker(
         # Actions first: RQ takes from the first non-empty queue, and a steady stream of events
         # would otherwise starve the actions they produce. Each event makes a bounded number of actions.
@@ -57,8 +75,41 @@ def build_worker(
 
 
 def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = False) -> bool:
-    worker = build_worker(settings, connection)
-    log.info("worker: rule set %s, %d rules", jobs.current().rule_set.version, len(jobs.current().rule_set.rules))
-    return worker.work(
-        burst=burst, with_scheduler=True, logging_level=logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    )
+    """Work until asked to stop; when RQ's loop ends on an error (Redis full, gone), start again."""
+    stop = threading.Event()
+    worked = False
+    wait = 1.0
+    while True:
+        try:
+            worker = build_worker(settings, connection)
+            context = worker_context.current()
+            log.info("worker: rule set %s, %d rules", context.rule_set.version, len(context.rule_set.rules))
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+            worked = worker.work(burst=burst, with_scheduler=True, logging_level=level) or worked
+            if burst or worker.stop_asked:
+                return worked
+            log.error("worker: RQ's loop ended on an error; starting again in %.0fs", wait)
+        except redis.OutOfMemoryError:
+            log.error("worker: Redis is full (maxmemory); making room before starting again")
+            _make_room(connection, settings)
+        except redis.RedisError as exc:
+            log.error("worker: Redis unavailable (%s); starting again in %.0fs", exc, wait)
+        _stop_on_signal(stop)
+        if stop.wait(wait):
+            return worked
+        wait = min(wait * 2, MAX_RESTART_WAIT)
+
+
+def _make_room(connection: redis.Redis, settings: Settings) -> None:
+    from engine.runtime.retention import Retention
+
+    try:
+        Retention(connection, retention=settings.retention).make_room()
+    except redis.RedisError as exc:
+        log.warning("worker: could not make room in Redis (%s)", exc)
+
+
+def _stop_on_signal(stop: threading.Event) -> None:
+    """Between two starts, SIGTERM/SIGINT end the worker at once (RQ's handlers are gone then)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())

@@ -17,7 +17,7 @@ from engine.hana import canonical_event_type, now_iso
 from engine.redaction import redact
 from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
-from engine.runtime.actions import FAILURE_COUNTS, ActionStore
+from engine.runtime.action_state import FAILURE_COUNTS, ActionStore
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStatus, EventStore, StoredEvent
 from engine.runtime.intake import Intake
@@ -42,7 +42,7 @@ def _events() -> EventStore:
 
 
 def _actions() -> ActionStore:
-    return ActionStore(current_app.extensions["hana_rules.redis"])
+    return current_app.extensions["hana_rules.actions"]
 
 
 def _secrets() -> frozenset[str]:
@@ -160,10 +160,14 @@ def event_detail(event_id: str) -> tuple[Response, int]:
         **_summary(event), "body": body, "context": event.context, "warnings": list(event.warnings),
         "echo": event.document("echo") or False, "version": event.text("version"), "error": event.text("error"),
         "reason": event.reason, "duplicates": event.duplicates, "rules": evaluation.get("rules", []),
-        "actions": [{"rule": r.rule, "index": r.index, "kind": r.kind, "status": r.status, "error": r.error,
-                     "attempts": r.attempts} for r in _actions().for_event(event_id)],
+        "actions": [_action_summary(r.shown(_secrets())) for r in _actions().for_event(event_id)],
     }  # fmt: skip
     return jsonify(redact(detail, _secrets())), 200
+
+
+def _action_summary(shown: dict[str, Any]) -> dict[str, Any]:
+    keep = ("rule", "index", "kind", "status", "error", "attempts", "damaged")
+    return {name: shown[name] for name in keep if name in shown}
 
 
 @blueprint.post("/events/<event_id>/replay")
@@ -185,20 +189,20 @@ def replay(event_id: str) -> tuple[Response, int]:
 
 @blueprint.get("/failed")
 def failed() -> tuple[Response, int]:
-    return jsonify({"failed": [r.as_dead_letter() for r in _actions().dead_letters(MAX_LIMIT)]}), 200
+    secrets = _secrets()
+    return jsonify({"failed": [r.shown(secrets) for r in _actions().dead_letters(MAX_LIMIT)]}), 200
 
 
 @blueprint.post("/failed/<action_id>/retry")
 def retry_failed(action_id: str) -> tuple[Response, int]:
-    if not _actions().retry(action_id):
+    retried = _actions().retry(action_id)
+    if not retried:
         return error(404, f"no failed or parked action {action_id!r}")
-    return jsonify({"status": "queued", "id": action_id}), 200
+    return jsonify({"status": "queued", "id": action_id, "actions": retried}), 200
 
 
 @blueprint.delete("/failed/<action_id>")
 def delete_failed(action_id: str) -> tuple[Response, int]:
-    record = _actions().load(action_id)
-    if record is None or record.status not in ("failed", "parked"):
+    if not _actions().purge(action_id):
         return error(404, f"no failed or parked action {action_id!r}")
-    _actions().purge(action_id)
     return jsonify({"status": "deleted", "id": action_id}), 200

@@ -10,6 +10,7 @@ from flask import Flask
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.errors import ConfigError
 from engine.rules.ruleset import RuleSet
+from engine.runtime.action_state import ActionStore
 from engine.runtime.connection import receiver_client
 from engine.runtime.events import EventStore
 from engine.runtime.intake import MAX_BODY_BYTES, Intake
@@ -35,7 +36,7 @@ def create_app(
         if not settings.redis_url:
             raise ConfigError("no redis_url: `hana-rules web` needs REDIS_URL (or use `hana-rules serve`)")
         connection = receiver_client(settings.redis_url)
-    store = EventStore(connection, retention=settings.retention)
+    store = EventStore(connection)
     journal = Journal(settings.data_dir)
 
     app = Flask("hana_rules")
@@ -46,6 +47,7 @@ def create_app(
     app.extensions["hana_rules.registry"] = RuleRegistry(connection, settings, rule_set)
     app.extensions["hana_rules.journal"] = journal
     app.extensions["hana_rules.intake"] = Intake(settings, store, journal)
+    app.extensions["hana_rules.actions"] = ActionStore(connection)
     app.register_blueprint(hooks.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(admin.blueprint)

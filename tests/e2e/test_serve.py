@@ -111,7 +111,7 @@ def test_serve_accepts_processes_stops_cleanly_and_keeps_events_across_restart(t
         event_id = answer.json()["event_id"]
 
         client = redis.Redis.from_url(served.runtime()["redis_url"])
-        store = EventStore(client, retention=60)
+        store = EventStore(client)
         event = wait_for(lambda: (e := store.load(event_id)) and e.status is EventStatus.DONE and e,
                          what="the worker to process the event")  # fmt: skip
         assert event.context["lead"]["baseName"] == "Toan Truyen"
@@ -145,7 +145,7 @@ def test_serve_accepts_processes_stops_cleanly_and_keeps_events_across_restart(t
     with serve(tmp_path, port) as served:
         assert served.url_for("lead.created") == url  # same tokens after a restart
         client = redis.Redis.from_url(served.runtime()["redis_url"])
-        event = EventStore(client, retention=60).load(event_id)
+        event = EventStore(client).load(event_id)
         assert event is not None and event.status is EventStatus.DONE, "an accepted event was lost on restart"
         client.close()
         served.process.send_signal(signal.SIGINT)
@@ -169,7 +169,7 @@ def test_a_second_serve_on_the_same_port_says_so_in_one_line_and_the_first_keeps
         assert not (second / "var" / "redis").exists(), "the refused instance started its Redis anyway"
 
         url = served.url_for("lead.created")
-        store = EventStore(redis.Redis.from_url(served.runtime()["redis_url"]), retention=60)
+        store = EventStore(redis.Redis.from_url(served.runtime()["redis_url"]))
         for index in range(20):  # a new connection each time, spread over both web processes
             body = json.loads(sample_bytes())
             body["lead"]["id"] = f"L{index}"

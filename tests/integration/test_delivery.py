@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,13 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from rq.registry import StartedJobRegistry
 
 from engine.config import Outbound, Settings, load_settings, with_generated_tokens
-from engine.runtime.actions import ActionStore
+from engine.runtime.action_state import ActionStore
 from engine.runtime.connection import receiver_client
 from engine.runtime.embedded import EmbeddedRedis
-from engine.runtime.queues import ACTIONS_QUEUE, JOB_TIMEOUT, queue
 from engine.runtime.worker import build_worker
 from engine.web.app import create_app
 from tests.conftest import SHOP_A, SHOP_A_TOKEN
@@ -64,7 +61,7 @@ def deploy(
     """deploy(rules_yaml, extra_settings_yaml) → a running receiver with stub Hana and Slack."""
     opened = []
 
-    def make(rules: str, extra: str = "") -> Deployment:
+    def make(rules: str, extra: str = "", *, timeout: str = "5s") -> Deployment:
         hana = opened.append(stub_server()) or opened[-1].__enter__()
         slack = opened.append(stub_server()) or opened[-1].__enter__()
         monkeypatch.setenv("SLACK_HOOK", f"{slack.url}/services/T/B/s3cr3t")
@@ -83,7 +80,7 @@ def deploy(
                 webhook_token: {SHOP_A_TOKEN}
                 hana_update_url: {hana.url}/api/update
                 access_token: {ACCESS_TOKEN}
-            outbound: {{allow_hosts: [127.0.0.1], timeout: 5s, telegram_api: "{slack.url}"}}
+            outbound: {{allow_hosts: [127.0.0.1], timeout: {timeout}, telegram_api: "{slack.url}"}}
             delivery: {{max_attempts: 3, backoff: 0.2s, max_backoff: 1s}}
         """)
             + textwrap.dedent(extra)
@@ -199,7 +196,7 @@ def test_401_parks_the_applications_updates_until_an_admin_retries(deploy) -> No
 
 
 def test_a_worker_killed_mid_action_gives_exactly_one_delivery(deploy) -> None:
-    deployment = deploy(PHONE_RULE)
+    deployment = deploy(PHONE_RULE, timeout="1s")
     deployment.hana.answer(Answer(200, hold=30))  # hold the answer while we kill the worker
     environment = {**os.environ, "REDIS_URL": deployment.redis_url}
     command = [sys.executable, "-m", "engine.cli", "worker", "--config", str(deployment.config)]
@@ -213,15 +210,16 @@ def test_a_worker_killed_mid_action_gives_exactly_one_delivery(deploy) -> None:
         if worker.poll() is None:
             worker.kill()
     wait_for(lambda: deployment.hana.requests[0].hung_up, what="the stub to notice the dead client")
-    # A surviving worker's maintenance re-queues the dead worker's job once its heartbeat expired
-    # (job timeout + 60 s, so within 2 minutes); here the registry is cleaned as if that time had passed.
-    registry = StartedJobRegistry(queue=queue(deployment.client, ACTIONS_QUEUE))
-    assert registry.count == 1
-    registry.cleanup(timestamp=time.time() + JOB_TIMEOUT + 61)
-    deployment.run_burst()
+    assert deployment.actions(event_id)[0].status == "running"  # held by a lease nobody will end
+    # A surviving worker's maintenance (every 15 s) finds the lease expired (outbound.timeout + 10 s)
+    # and retries the action on the delivery schedule: within 2 minutes of the death (SPEC §6).
+    with deployment.workers(1):
+        wait_for(lambda: deployment.hana.successes, timeout=90, what="the action to be taken up again")
+        wait_for(lambda: deployment.actions(event_id)[0].status == "done", what="the delivery to be recorded")
     assert len(deployment.hana.successes) == 1
     [action] = deployment.actions(event_id)
-    assert action.status == "done"
+    assert [a["status_code"] for a in action.attempts] == [None, 200]
+    assert "interrupted: the worker stopped during delivery" in action.attempts[0]["error"]
 
 
 ECHO_RULE = """
@@ -425,39 +423,44 @@ def test_delay_is_scheduled_in_redis_and_runs_through_rqs_scheduler(deploy) -> N
     deployment = deploy(DELAY_RULES)
     with deployment.workers(1):
         event_id = deployment.post("lead.created", _lead("open"))
-        wait_for(lambda: [a.status for a in deployment.actions(event_id)] == ["done", "done"], timeout=30,
+        wait_for(lambda: [a.status for a in deployment.actions(event_id)] == ["done", "done", "done"], timeout=30,
                  what="the delayed action")  # fmt: skip
-    now, later = deployment.actions(event_id)
+    now, delay, later = deployment.actions(event_id)
     assert now.payload == "now L1" and later.payload == "later L1 is open"
+    assert delay.kind == "delay" and delay.payload == {"delay": 1.0, "recheck": True}
+
+
+def end_delays(deployment: Deployment, rule_set=None) -> None:  # noqa: ANN001
+    """Make every scheduled job due now, then let a worker's RQ scheduler and the worker run them."""
+    scheduled = deployment.client.zrange("rq:scheduled:actions", 0, -1)
+    if scheduled:
+        deployment.client.zadd("rq:scheduled:actions", {job_id: 0 for job_id in scheduled})
+    build_worker(deployment.settings, deployment.client, rule_set=rule_set).work(burst=True, with_scheduler=True)
 
 
 def test_recheck_drops_the_delayed_actions_when_the_rule_no_longer_holds(deploy) -> None:
-    from engine.runtime import actions, jobs
-
     deployment = deploy(DELAY_RULES)
     event_id = deployment.post("lead.created", _lead("open"))
     deployment.run_burst()
-    assert [a.status for a in deployment.actions(event_id)] == ["done", "scheduled"]
+    assert [a.status for a in deployment.actions(event_id)] == ["done", "scheduled", "scheduled"]
     scheduled = deployment.client.zrange("rq:scheduled:actions", 0, -1)
-    assert scheduled == [f"resume-{event_id}-follow-up-1".encode()]  # survives restarts: it is in Redis
+    assert scheduled == [f"act-{event_id}-follow-up-1-1".encode()]  # survives restarts: it is in Redis
     deployment.post("lead.updated", _lead("lost"))  # the lead moved on before the delay ended
     deployment.run_burst()
-    jobs.configure(deployment.settings, deployment.client)
-    assert actions.resume_delayed(event_id, "follow-up", "1") == "dropped"
-    later = deployment.actions(event_id)[1]
+    end_delays(deployment)
+    _, delay, later = deployment.actions(event_id)
     assert later.status == "dropped" and "no longer hold" in later.error
+    assert delay.status == "done" and "no longer hold" in delay.attempts[-1]["error"]
 
 
 def test_a_delay_whose_rule_is_gone_after_a_reload_is_dropped_with_a_note(deploy) -> None:
     from engine.rules.compiler import compile_texts
-    from engine.runtime import actions, jobs
 
     deployment = deploy(DELAY_RULES)
     event_id = deployment.post("lead.created", _lead("open"))
     deployment.run_burst()
-    jobs.configure(deployment.settings, deployment.client, compile_texts({"r.yaml": "rules: []"}))
-    assert actions.resume_delayed(event_id, "follow-up", "1") == "dropped"
-    later = deployment.actions(event_id)[1]
+    end_delays(deployment, rule_set=compile_texts({"r.yaml": "rules: []"}))
+    later = deployment.actions(event_id)[2]
     assert later.status == "dropped" and "gone from the current rule set" in later.error
 
 

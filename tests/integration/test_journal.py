@@ -57,7 +57,7 @@ def test_redis_stopped_mid_run_loses_nothing_and_processes_each_event_once(setti
             assert after["status"] == "accepted"
 
         build_worker(settings, client).work(burst=True)
-        store = EventStore(client, retention=60)
+        store = EventStore(client)
         ids = [before["event_id"], *during, after["event_id"]]
         for event_id in ids:
             event = store.load(event_id)
@@ -76,7 +76,7 @@ def test_a_journal_entry_fed_twice_is_stored_once(
 ) -> None:
     """A crash between Redis accepting the entry and the journal deleting it must not duplicate it."""
     journal = Journal(tmp_path / "journal")
-    store = EventStore(redis_client, retention=60)
+    store = EventStore(redis_client)
     intake = Intake(settings, store, journal)
     event = intake.judge("lead.created", b'{"application": {"id": "%s"}, "lead": {"id": "L9"}}' % SHOP_A.encode(),
                          settings.applications[0])  # fmt: skip
@@ -98,7 +98,7 @@ def test_a_journal_entry_fed_twice_is_stored_once(
 
 def test_journal_is_fsynced_sqlite_in_wal_mode(tmp_path: Path, settings: Settings) -> None:
     journal = Journal(tmp_path / "j")
-    intake = Intake(settings, EventStore(redis.Redis(port=1), retention=60), journal)
+    intake = Intake(settings, EventStore(redis.Redis(port=1)), journal)
     journal.append(intake.judge("lead.created", b"{}", settings.applications[0]))
     connection = journal._connect()
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -122,7 +122,7 @@ def test_entries_wait_in_front_of_new_events_in_every_process_sharing_the_journa
     """Two Journal objects on one folder are two web processes: each must send new events
     behind the other's entries, or an event could overtake an earlier one of its lead."""
     this_process, other_process = Journal(tmp_path / "j"), Journal(tmp_path / "j")
-    intake = Intake(settings, EventStore(redis.Redis(port=1), retention=60), other_process)
+    intake = Intake(settings, EventStore(redis.Redis(port=1)), other_process)
     assert not this_process.has_pending() and not other_process.has_pending()
 
     other_process.append(intake.judge("lead.updated", b"{}", settings.applications[0]))

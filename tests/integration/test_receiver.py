@@ -33,7 +33,7 @@ def nothing_stored(client: redis.Redis) -> bool:
 
 
 def stored(client: redis.Redis, event_id: str):
-    return EventStore(client, retention=60).load(event_id)
+    return EventStore(client).load(event_id)
 
 
 def lead(name: str, lead_id: str = "L1", app: str = SHOP_A) -> dict:

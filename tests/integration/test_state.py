@@ -13,6 +13,7 @@ import requests
 
 from engine.config import Settings
 from engine.rules.compiler import compile_texts
+from engine.runtime import context as worker_context
 from engine.runtime import jobs
 from engine.runtime.connection import receiver_client
 from engine.runtime.events import WAITING_QUEUES, EventStatus, EventStore
@@ -193,11 +194,11 @@ def test_a_worker_that_lost_its_entity_cannot_apply_a_state_change_twice(
     queue_key, lock_key = f"hr:queue:{SHOP_A}:lead:L7", f"hr:lock:{SHOP_A}:lead:L7"
     # A worker took the entity, evaluated the event … and froze past its lock's expiry.
     redis_client.set(lock_key, "frozen-worker", px=50)
-    context = jobs.configure(settings, redis_client, rule_set)
+    context = worker_context.configure(settings, redis_client, rule_set)
     assert jobs.drain(context, queue_key) == 0  # busy: the frozen worker still holds it
     wait_for(lambda: not redis_client.exists(lock_key), what="the frozen worker's lock to expire")
     assert jobs.drain(context, queue_key) == 1  # another worker takes over and commits
-    assert EventStore(redis_client, retention=60).load(event_id).status is EventStatus.DONE
+    assert EventStore(redis_client).load(event_id).status is EventStatus.DONE
     # The frozen worker wakes up and tries to commit what it computed: refused, nothing applied twice.
     late = context.states.commit(
         CommitPlan(change=StateChange.SET, state={"id": "L7", "x": 1}, event_fields={"status": "done"}),
@@ -215,7 +216,7 @@ def test_sweeper_revives_an_entity_queue_nobody_drains(settings: Settings, redis
         first = post(url, "lead.created", {"id": "L8", "baseName": "Bình"})
         second = post(url, "lead.updated", {"id": "L8", "baseFunnelStatus": "actived"})
     redis_client.delete("rq:queue:events")  # its drain job was lost (retries exhausted, say)
-    jobs.configure(settings, redis_client, rule_set)
+    worker_context.configure(settings, redis_client, rule_set)
     assert jobs.sweep_stalled_queues(redis_client, older_than=3600) == 0  # not stalled long enough yet
     assert jobs.sweep_stalled_queues(redis_client, older_than=0) == 1
     build_worker(settings, redis_client, rule_set=rule_set).work(burst=True)

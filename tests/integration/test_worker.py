@@ -16,12 +16,13 @@ from engine.runtime.events import EventStatus, EventStore
 from engine.runtime.intake import Intake
 from engine.runtime.journal import Journal
 from engine.runtime.queues import JOB_TIMEOUT, event_job_id, queue
+from engine.runtime.retention import Retention
 from engine.runtime.worker import MAINTENANCE_INTERVAL, WORKER_TTL, build_worker
 from tests.helpers import sample_bytes
 
 
 def accept(settings: Settings, client: redis.Redis, body: bytes, event_type: str = "lead.created") -> str:
-    intake = Intake(settings, EventStore(client, retention=60), Journal(settings.data_dir))
+    intake = Intake(settings, EventStore(client), Journal(settings.data_dir))
     receipt = intake.receive(event_type, body, settings.applications[0])
     return receipt.event_id
 
@@ -29,7 +30,7 @@ def accept(settings: Settings, client: redis.Redis, body: bytes, event_type: str
 def test_worker_records_the_normalized_context_on_the_event(settings: Settings, redis_client: redis.Redis) -> None:
     event_id = accept(settings, redis_client, sample_bytes())
     build_worker(settings, redis_client).work(burst=True)
-    event = EventStore(redis_client, retention=60).load(event_id)
+    event = EventStore(redis_client).load(event_id)
     assert event.status is EventStatus.DONE
     assert event.context["lead"]["baseName"] == "Toan Truyen"
     assert event.context["application"] == {"id": "dbd9a5f7-b3c4-45bb-a8eb-2b8e10bff8c2", "name": "Shop A"}
@@ -72,7 +73,7 @@ rules:
 def test_warnings_of_a_surprising_body_are_kept_on_the_event(settings: Settings, redis_client: redis.Redis) -> None:
     event_id = accept(settings, redis_client, b'{"lead": {"id": "L1", "cf_number_x": "many"}}', "lead.updated")
     build_worker(settings, redis_client).work(burst=True)
-    event = EventStore(redis_client, retention=60).load(event_id)
+    event = EventStore(redis_client).load(event_id)
     assert event.status is EventStatus.DONE
     assert any("application.id is missing" in w for w in event.warnings)
     assert any("cf_number_x should be a number" in w for w in event.warnings)
@@ -93,7 +94,7 @@ def test_processing_an_event_twice_is_a_no_op(settings: Settings, redis_client: 
     build_worker(settings, redis_client).work(burst=True)
     queue(redis_client).enqueue("engine.runtime.jobs.process_event", event_id)  # e.g. an admin's mistake
     build_worker(settings, redis_client).work(burst=True)
-    assert EventStore(redis_client, retention=60).load(event_id).runs == 1
+    assert EventStore(redis_client).load(event_id).runs == 1
 
 
 def test_the_job_of_a_dead_worker_is_taken_up_by_another(settings: Settings, redis_client: redis.Redis) -> None:
@@ -110,24 +111,24 @@ def test_the_job_of_a_dead_worker_is_taken_up_by_another(settings: Settings, red
     registry.cleanup(timestamp=time.time() + heartbeat_expiry + 1)
     build_worker(settings, redis_client).work(burst=True)
 
-    event = EventStore(redis_client, retention=60).load(event_id)
+    event = EventStore(redis_client).load(event_id)
     assert event.status is EventStatus.DONE and event.runs == 1
     # The promise of SPEC §6: the heartbeat expires, then maintenance runs within its interval.
     assert heartbeat_expiry + MAINTENANCE_INTERVAL <= 120
     assert WORKER_TTL - 15 <= MAINTENANCE_INTERVAL  # an idle worker wakes up often enough to do it
 
 
-def test_retention_trims_the_history_by_age_and_by_count(settings: Settings, redis_client: redis.Redis) -> None:
-    from dataclasses import replace as with_
-
+def test_retention_trims_finished_events_by_count_with_their_records(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
     rule_set = compile_texts({"r.yaml": "rules:\n  - {id: hi, on: lead.created, then: [{log: hi}]}\n"})
     ids = [accept(settings, redis_client, b'{"lead": {"id": "L%d"}}' % n) for n in range(5)]
     build_worker(settings, redis_client, rule_set=rule_set).work(burst=True)
     assert all(redis_client.exists(f"hr:action:{i}:hi:0") for i in ids)
-    store = EventStore(redis_client, retention=60)
-    assert store.trim(max_events=3) == 2
-    assert store.recent(10) == ids[:1:-1]  # the three newest remain, newest first
+    retention = Retention(redis_client, retention=60)
+    assert retention.trim(max_events=3) == 2
+    assert EventStore(redis_client).recent(10) == ids[:1:-1]  # the three newest remain, newest first
     assert not redis_client.exists(f"hr:event:{ids[0]}") and not redis_client.exists(f"hr:action:{ids[0]}:hi:0")
-    redis_client.zadd("hr:events", {"ancient": 1})  # received in 1970: past any retention
-    assert EventStore(redis_client, retention=with_(settings).retention).trim(max_events=100) == 1
-    assert redis_client.ttl(f"hr:event:{ids[-1]}") > 0  # every event hash expires by itself as well
+    redis_client.zadd("hr:events", {"ancient": 1})  # an index entry whose event is long gone
+    assert retention.trim(max_events=100) == 1
+    assert redis_client.ttl(f"hr:event:{ids[-1]}") == -1  # nothing expires by itself: only finished events go

@@ -1,0 +1,27 @@
+-- Remove finished events with everything that is theirs: the hash, its action records, and their
+-- places in every index. An event no longer in the finished index (an admin retried one of its
+-- actions meanwhile) is left alone: membership there is the one test of "finished".
+-- ARGV: event ids. Deletes only (no write that Redis refuses at maxmemory), so it frees memory
+-- even when Redis is full.
+local removed = 0
+for _, id in ipairs(ARGV) do
+  if redis.call('ZSCORE', ${finished_index}, id) then
+    local event_key = ${event_prefix} .. id
+    local ok, actions = pcall(cjson.decode, redis.call('HGET', event_key, 'actions') or '[]')
+    if ok and type(actions) == 'table' then
+      for _, entry in ipairs(actions) do
+        if type(entry) == 'table' and entry['rule'] and entry['index'] then
+          local action = id .. ':' .. tostring(entry['rule']) .. ':' .. tostring(entry['index'])
+          redis.call('DEL', ${action_prefix} .. action)
+          redis.call('ZREM', ${dead_letters}, action)
+          redis.call('ZREM', ${due_index}, action)
+        end
+      end
+    end
+    redis.call('DEL', event_key)
+    redis.call('ZREM', ${events_index}, id)
+    redis.call('ZREM', ${finished_index}, id)
+    removed = removed + 1
+  end
+end
+return removed
