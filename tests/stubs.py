@@ -68,10 +68,11 @@ class Stub:
                 if answer.hold and _wait_for_hangup(self.connection, answer.hold):
                     received.hung_up = True  # not delivered: nobody was there to read it
                     return
-                payload = json.dumps(answer.body).encode()
+                payload = json.dumps(answer.body, ensure_ascii=False).encode()
                 received.status = answer.status
                 self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json")
+                if "Content-Type" not in answer.headers:
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 for name, value in answer.headers.items():
                     self.send_header(name, value)

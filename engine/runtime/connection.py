@@ -50,7 +50,10 @@ class ThreadConnections:
     def _connection(self) -> redis.Connection:
         connection: redis.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._local.connection = self._pool.make_connection()
+            # Made outside the pool's count: a thread's connection closes when its thread ends
+            # (the pool never gets it back), and a server with a thread per request would
+            # otherwise exhaust the pool's 100 connections with dead threads' ones.
+            connection = self._local.connection = self._pool.connection_class(**self._pool.connection_kwargs)
         elif time.monotonic() - self._local.used > self.IDLE_CHECK_SECONDS:
             try:
                 stale = connection.can_read()  # data nobody asked for, or closed by Redis

@@ -7,6 +7,7 @@ removed only once it is finished, by `retention.py`.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -17,9 +18,11 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from engine.hana import normalize
 from engine.runtime import lua
 from engine.runtime.connection import ThreadConnections
 from engine.runtime.queues import EVENTS_QUEUE, JobTemplate, event_job_id, queue_key
+from engine.state import apply_known_state
 
 EVENT_KEY_PREFIX = "hr:event:"
 EVENTS_INDEX = "hr:events"
@@ -101,9 +104,31 @@ class StoredEvent:
     reason: str | None
     runs: int
     duplicates: int
-    context: dict[str, Any] | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     fields: dict[str, bytes] = field(default_factory=dict, repr=False)  # everything stored, for the admin views
+
+    @functools.cached_property
+    def context(self) -> dict[str, Any] | None:
+        """The context the rules saw (secrets included: mask it to show it); None before processing.
+
+        Stored once: processing keeps only what the body cannot tell — the entity's state
+        before this event (`previous`), the application's name and the echo verdict — and
+        the rest (normalized and raw values, the merged entity, `changes`) is derived here
+        exactly as the worker derived it. Storing it whole tripled a big body's footprint.
+        """
+        if "context" in self.fields:  # processed by a version that stored it whole
+            return self.document("context")
+        if "previous" not in self.fields:
+            return None
+        try:
+            body = json.loads(self.body)
+        except ValueError:
+            return None
+        context = normalize(body, event_id=self.id, event_type=self.type, received_at=self.received_at,
+                            application_name=self.text("application_name") or None).context  # fmt: skip
+        apply_known_state(context, self.document("previous"))
+        context["event"]["echo"] = bool(self.document("echo"))
+        return context
 
     def document(self, name: str) -> Any:
         """A JSON field written at processing (evaluation, actions, matched, echo…), or None."""
@@ -194,7 +219,6 @@ class EventStore:
             value = text.get(name)
             return value.decode() if value is not None else None
 
-        context = string("context")
         warnings = string("warnings")
         return StoredEvent(
             id=event_id,
@@ -207,7 +231,6 @@ class EventStore:
             reason=string("reason"),
             runs=int(string("runs") or 0),
             duplicates=int(string("duplicates") or 0),
-            context=json.loads(context) if context else None,
             warnings=tuple(json.loads(warnings)) if warnings else (),
             fields=text,
         )
@@ -218,12 +241,6 @@ class EventStore:
             pipe.hset(event_key(event_id), "status", EventStatus.PROCESSING.value)
             pipe.hincrby(event_key(event_id), "runs", 1)
             return int(pipe.execute()[1])
-
-    def finish(self, event_id: str, *, status: EventStatus, **documents: Any) -> None:
-        mapping: dict[str, str] = {"status": status.value}
-        for name, value in documents.items():
-            mapping[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-        self.connection.hset(event_key(event_id), mapping=mapping)
 
     def recent(self, limit: int) -> list[str]:
         return [i.decode() for i in self.connection.zrevrange(EVENTS_INDEX, 0, limit - 1)]

@@ -220,7 +220,8 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
         "status": EventStatus.DONE.value,
         "processed_by": f"{socket.gethostname()}:{os.getpid()}",
         "echo": echo,
-        "context": redact(rule_context, secrets_),
+        "previous": known,  # with the body, all it takes to show the context again (StoredEvent.context)
+        "application_name": application.name if application else "",
         "warnings": warnings,
         "version": rule_set.version,
         "matched": [r.rule.id for r in evaluation.matched if not r.skipped],

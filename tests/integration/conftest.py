@@ -8,6 +8,7 @@ import redis
 from engine.config import Settings
 from engine.runtime.connection import receiver_client
 from engine.web.app import create_app
+from tests.deployment import deploy  # noqa: F401 - a fixture for every integration test
 from tests.helpers import live_server
 
 

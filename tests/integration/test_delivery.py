@@ -7,95 +7,20 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis
 import requests
 
-from engine.config import Outbound, Settings, load_settings, with_generated_tokens
+from engine.config import Outbound
 from engine.runtime.action_state import ActionStore
-from engine.runtime.connection import receiver_client
-from engine.runtime.embedded import EmbeddedRedis
 from engine.runtime.worker import build_worker
-from engine.web.app import create_app
 from tests.conftest import SHOP_A, SHOP_A_TOKEN
-from tests.helpers import live_server, sample, wait_for, worker_processes
+from tests.deployment import ACCESS_TOKEN, Deployment
+from tests.helpers import sample, wait_for
 from tests.stubs import Answer, Stub, stub_server
-
-ACCESS_TOKEN = "hana-access-token-0123456789abcdef"
-
-
-@dataclass
-class Deployment:
-    settings: Settings
-    config: Path
-    url: str
-    hana: Stub
-    slack: Stub
-    client: redis.Redis
-    redis_url: str
-
-    def post(self, event_type: str, body: dict) -> str:
-        answer = requests.post(f"{self.url}/hooks/{event_type}", params={"token": SHOP_A_TOKEN}, json=body, timeout=10)
-        assert answer.json()["status"] == "accepted", answer.text
-        return answer.json()["event_id"]
-
-    def actions(self, event_id: str) -> list:
-        return ActionStore(self.client).for_event(event_id)
-
-    def run_burst(self) -> None:
-        build_worker(self.settings, self.client).work(burst=True)
-
-    def workers(self, count: int = 1):  # noqa: ANN201
-        return worker_processes(self.config, self.redis_url, count)
-
-
-@pytest.fixture
-def deploy(
-    tmp_path: Path, redis_server: EmbeddedRedis, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> Iterator:
-    """deploy(rules_yaml, extra_settings_yaml) → a running receiver with stub Hana and Slack."""
-    opened = []
-
-    def make(rules: str, extra: str = "", *, timeout: str = "5s") -> Deployment:
-        hana = opened.append(stub_server()) or opened[-1].__enter__()
-        slack = opened.append(stub_server()) or opened[-1].__enter__()
-        monkeypatch.setenv("SLACK_HOOK", f"{slack.url}/services/T/B/s3cr3t")
-        rules_dir = tmp_path / "rules"
-        rules_dir.mkdir(exist_ok=True)
-        (rules_dir / "rules.yaml").write_text(textwrap.dedent(rules))
-        config = tmp_path / "hana-rules.yaml"
-        config.write_text(
-            textwrap.dedent(f"""
-            rules_dir: rules
-            data_dir: var
-            redis_url: {redis_server.url}
-            applications:
-              - id: {SHOP_A}
-                name: Shop A
-                webhook_token: {SHOP_A_TOKEN}
-                hana_update_url: {hana.url}/api/update
-                access_token: {ACCESS_TOKEN}
-            outbound: {{allow_hosts: [127.0.0.1], timeout: {timeout}, telegram_api: "{slack.url}"}}
-            delivery: {{max_attempts: 3, backoff: 0.2s, max_backoff: 1s}}
-        """)
-            + textwrap.dedent(extra)
-        )
-        settings = with_generated_tokens(load_settings(config))
-        app = create_app(settings, connection=receiver_client(redis_server.url), drain_journal=False)
-        server = live_server(app)
-        opened.append(server)
-        url = server.__enter__()
-        return Deployment(settings, config, url, hana, slack, redis_client, redis_server.url)
-
-    yield make
-    for item in reversed(opened):
-        item.__exit__(None, None, None)
-
 
 PHONE_RULE = """
 rules:

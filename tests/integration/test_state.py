@@ -40,9 +40,10 @@ def post(url: str, event_type: str, lead: dict) -> str:
 
 def stored(client: redis.Redis, event_id: str) -> dict:
     raw = {k.decode(): v.decode() for k, v in client.hgetall(f"hr:event:{event_id}").items() if k != b"body"}
-    for name in ("context", "matched", "evaluation", "actions", "warnings"):
+    for name in ("matched", "evaluation", "actions", "warnings"):
         if name in raw:
             raw[name] = json.loads(raw[name])
+    raw["context"] = EventStore(client).load(event_id).context  # what the rules saw, as the admin API shows it
     return raw
 
 
