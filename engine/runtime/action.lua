@@ -210,6 +210,14 @@ if op == 'rescue' then
     enqueue(key, id, 0)  -- its job is gone: the action must not wait for nothing
     return {'requeued'}
   end
+  if (status == 'pending' or status == 'retrying') and not job then
+    -- Written by 0.1 (no tickets, an expiry): adopt it, and keep it and its event until finished.
+    redis.call('PERSIST', key)
+    redis.call('PERSIST', ${event_prefix} .. (redis.call('HGET', key, 'event_id') or ''))
+    redis.call('HSET', key, 'status', 'pending')
+    enqueue(key, id, 0)
+    return {'requeued'}
+  end
   redis.call('ZREM', ${due_index}, id)
   return {'settled'}
 end

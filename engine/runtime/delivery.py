@@ -29,7 +29,14 @@ from engine.hana import entity_of, now_iso, update_body
 from engine.redaction import redact
 from engine.rules.ruleset import Rule, RuleSet, render_actions
 from engine.runtime.action_plan import listing_entry, new_record
-from engine.runtime.action_state import ActionRecord, ActionStatus, Successor, action_id, record_fields
+from engine.runtime.action_state import (
+    ACTION_PREFIX,
+    ActionRecord,
+    ActionStatus,
+    Successor,
+    action_id,
+    record_fields,
+)
 from engine.runtime.context import WorkerContext, current
 from engine.runtime.events import entity_key
 from engine.runtime.metrics import ACTIONS, RESCUES, RETRIES
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 #: A delivery holds its action this much longer than `outbound.timeout` (its enforced total
 #: deadline), for rendering and recording; past that its worker is taken for dead.
 LEASE_MARGIN_SECONDS = 10.0
+#: Set once the open actions of 0.1 were adopted (see adopt_legacy_actions).
+LEGACY_MARK = "hr:upgraded:actions-0.2"
 #: How long recording an outcome keeps trying through a Redis blip before giving up (the lease
 #: then expires and the sweeper retries the action: the one window for a repeated delivery).
 RECORD_PATIENCE_SECONDS = 5.0
@@ -52,7 +61,7 @@ def run_action(event_id: str, rule_id: str, index: str) -> str:
     """The RQ job of one ticket of one action; a no-op unless its ticket is still the action's."""
     job = get_current_job()
     outcome, kind = deliver(current(), action_id(event_id, rule_id, index), job.id if job else "")
-    ACTIONS.labels(kind, outcome).inc()
+    ACTIONS.labels(kind, "skipped" if kind == "-" else outcome).inc()
     if outcome == ActionStatus.WAITING:
         RETRIES.labels(kind).inc()
     return outcome
@@ -228,6 +237,23 @@ _RESCUED = {
     "failed": "its worker stopped mid-delivery (lease expired) and no attempt is left; dead letter",
     "requeued": "its job was gone; queued again",
 }
+
+
+def adopt_legacy_actions(context: WorkerContext) -> int:
+    """Once per installation: queue the open actions 0.1 left (no tickets; their jobs point at gone code)."""
+    if not context.connection.set(LEGACY_MARK, now_iso(), nx=True):
+        return 0
+    adopted = 0
+    for key in context.connection.scan_iter(match=f"{ACTION_PREFIX}*", count=1000):
+        identifier = key.decode().removeprefix(ACTION_PREFIX)
+        if context.connection.hget(key, "job") is None and context.connection.hget(key, "status") in (
+                b"pending", b"retrying"):  # fmt: skip
+            attempt = {"at": now_iso(), "status_code": None, "duration_ms": None, "error": None}
+            if context.actions.rescue(identifier, max_attempts=1, retry_in=0, attempt=attempt) == "requeued":
+                adopted += 1
+    if adopted:
+        log.warning("upgrade: %d open action(s) of hana-rules 0.1 queued again", adopted)
+    return adopted
 
 
 def rescue_actions(context: WorkerContext, *, limit: int = 500) -> Counter[str]:

@@ -83,6 +83,7 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
         try:
             worker = build_worker(settings, connection)
             context = worker_context.current()
+            delivery.adopt_legacy_actions(context)
             log.info("worker: rule set %s, %d rules", context.rule_set.version, len(context.rule_set.rules))
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
             worked = worker.work(burst=burst, with_scheduler=True, logging_level=level) or worked

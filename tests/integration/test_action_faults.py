@@ -311,3 +311,24 @@ def test_action_store_reads_a_record_of_any_shape(redis_client: redis.Redis) -> 
     record = store.load("e:r:0")
     assert record is not None and record.damaged and record.event_id == "e" and record.rule == "r"
     assert store.load("absent:r:0") is None
+
+
+def test_an_open_action_left_by_the_previous_version_is_adopted_once(deploy) -> None:
+    deployment = deploy(WEBHOOK_RULE)
+    with stub_server() as crm:
+        event_id = deployment.post("lead.created", lead(crm.port))
+        process_events_only(deployment, event_id)
+        # What 0.1 left: a record without tickets, waiting for a retry job that points at gone code.
+        identifier = f"{event_id}:crm:0"
+        deployment.client.delete("rq:queue:actions")
+        deployment.client.hdel(f"hr:action:{identifier}", "job", "tickets")
+        deployment.client.hset(f"hr:action:{identifier}", "status", "retrying")
+        deployment.client.expire(f"hr:action:{identifier}", 3600)
+        deployment.client.zrem(DUE_ACTIONS, identifier)
+        context = worker_context.current()
+        assert delivery.adopt_legacy_actions(context) == 1
+        assert delivery.adopt_legacy_actions(context) == 0  # once per installation
+        deployment.run_burst()
+        assert len(crm.successes) == 1
+    assert statuses(deployment, event_id) == ["done"]
+    assert deployment.client.ttl(f"hr:action:{identifier}") == -1  # kept until its event is finished
