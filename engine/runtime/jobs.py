@@ -38,7 +38,7 @@ from engine.runtime.events import (
 )
 from engine.runtime.metrics import ECHOES, EVENTS_MISSING, HELD, RULE_MATCHES
 from engine.runtime.queues import DRAIN_QUEUE, EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT_RETRIES, queue
-from engine.runtime.state_store import Commit, CommitPlan, StateChange
+from engine.runtime.state_store import Commit, CommitPlan, StateChange, state_key
 from engine.state import apply_known_state
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     entity = entity_of(event.type)
     the_entity = entity_key(event.application_id, event.type, event.entity_id)
     entity_attributes = dict(rule_context.get(entity) or {})
-    known = context.states.load(the_entity) if event.entity_id else None
+    known, missing_before = _known_state_and_notes(context, the_entity) if event.entity_id else (None, [])
     apply_known_state(rule_context, known)
     echo = event.entity_id is not None and context.echoes.is_echo(the_entity, rule_context)
     rule_context["event"]["echo"] = echo
@@ -211,7 +211,6 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     actions = plan_actions(evaluation.matched, event_id=event.id, application_id=event.application_id,
                            entity_key=the_entity, template=context.run_template, context=rule_context)  # fmt: skip
     secrets_ = context.secrets
-    missing_before = [m.decode() for m in context.connection.lrange(MISSING_PREFIX + the_entity, 0, 99)]
     warnings = list(event.warnings + normalized.warnings)
     if missing_before:
         warnings.append(f"earlier event(s) of this {entity} were gone when their turn came (deleted, or lost by "
@@ -235,6 +234,15 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
              extra={"event_id": event.id})  # fmt: skip
     return CommitPlan(change=change, state=state, event_fields=fields, records=actions.records, jobs=actions.jobs,
                       finished=actions.open == 0)  # fmt: skip
+
+
+def _known_state_and_notes(context: WorkerContext, the_entity: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The entity's last known state, and the ids of its events found gone before this one: one round trip."""
+    with context.connection.pipeline(transaction=False) as pipe:
+        pipe.get(state_key(the_entity))
+        pipe.lrange(MISSING_PREFIX + the_entity, 0, 99)
+        state, missing = pipe.execute()
+    return (json.loads(state) if state else None), [m.decode() for m in missing]
 
 
 def apply_loop_guard(context: WorkerContext, evaluation: Evaluation, the_entity: str, event_id: str) -> None:
