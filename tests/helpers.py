@@ -77,3 +77,14 @@ def worker_processes(config: Path, redis_url: str, count: int) -> Iterator[list[
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def let_redis_time_pass(client: Any, seconds: float) -> None:
+    """Poll until `seconds` have passed on Redis's clock (the one retention and leases use)."""
+
+    def now() -> float:
+        whole, micro = client.time()
+        return whole + micro / 1e6
+
+    start = now()
+    wait_for(lambda: now() >= start + seconds, timeout=seconds + 20, what=f"{seconds}s to pass on Redis's clock")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.redaction import redact
 from engine.rules.conditions import Check
 from engine.rules.templates import Template, TemplateRenderError, render_structure
 from engine.rules.tracing import RecordingTracer, cut, jsonable
@@ -86,12 +87,13 @@ class RuleResult:
     skipped: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, secrets: frozenset[str] = frozenset()) -> dict[str, Any]:
         entry: dict[str, Any] = {"id": self.rule.id, "matched": self.matched, "conditions": self.conditions or [],
                                  "actions": [a.as_json() for a in self.actions]}  # fmt: skip
         if self.vars:
-            # Cut like traced values: a var may hold a whole attribute, and this record is kept per event.
-            entry["vars"] = {str(name): cut(value)[0] for name, value in self.vars.items()}
+            # Cut like traced values (masked first, so a cut never leaves half a secret to see): a var
+            # may hold a whole attribute, and this record is kept per event.
+            entry["vars"] = {str(name): cut(redact(value, secrets))[0] for name, value in self.vars.items()}
         if self.error:
             entry["error"] = self.error
         if self.skipped:
@@ -103,6 +105,7 @@ class RuleResult:
 class Evaluation:
     version: str
     results: list[RuleResult]
+    secrets: frozenset[str] = frozenset()  # masked in what is traced, before anything is cut
 
     @property
     def matched(self) -> list[RuleResult]:
@@ -110,7 +113,7 @@ class Evaluation:
 
     def as_json(self) -> dict[str, Any]:
         return {"version": self.version, "matched": [r.rule.id for r in self.matched],
-                "rules": [r.as_json() for r in self.results]}  # fmt: skip
+                "rules": [r.as_json(self.secrets) for r in self.results]}  # fmt: skip
 
 
 def render_actions(rule: Rule, context: dict[str, Any]) -> list[RenderedAction]:
@@ -153,7 +156,14 @@ class RuleSet:
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
 
-    def evaluate(self, context: dict[str, Any], *, body: Any = None, trace: bool = False) -> Evaluation:
+    def evaluate(self, context: dict[str, Any], *, body: Any = None, trace: bool = False,
+                 secrets: frozenset[str] = frozenset()) -> Evaluation:  # fmt: skip
+        """Matched rules with rendered actions; `trace`: explain every candidate rule.
+
+        `secrets` (besides the rule set's own) are masked in traced values before they are cut:
+        masking afterwards could leave the first characters of a secret the cut split.
+        """
+        secrets = secrets | self.secrets if trace else frozenset()
         event = context["event"]
         application_id = context.get("application", {}).get("id")
         echo = bool(event.get("echo"))
@@ -178,17 +188,24 @@ class RuleSet:
                 context["vars"] = {}
                 result = RuleResult(rule, True, actions=render_actions(rule, context))
             else:
-                result = self._evaluate_rule(rule, context, body, trace)
+                result = self._evaluate_rule(rule, context, body, trace, secrets)
             if result.matched or trace:
                 results.append(result)
             if result.matched and rule.stop:
                 stopped_by = rule.id
         context["vars"] = {}
-        return Evaluation(self.version, results)
+        return Evaluation(self.version, results, secrets)
 
     @staticmethod
-    def _evaluate_rule(rule: Rule, context: dict[str, Any], body: Any, trace: bool) -> RuleResult:
-        tracer = RecordingTracer() if trace else None
+    def evaluate_rule(rule: Rule, context: dict[str, Any], body: Any = None, *, trace: bool = False,
+                      secrets: frozenset[str] = frozenset()) -> RuleResult:  # fmt: skip
+        """One rule on one context (a delay's end re-checks and re-renders its rule alone)."""
+        return RuleSet._evaluate_rule(rule, context, body, trace, secrets)
+
+    @staticmethod
+    def _evaluate_rule(rule: Rule, context: dict[str, Any], body: Any, trace: bool,
+                       secrets: frozenset[str] = frozenset()) -> RuleResult:  # fmt: skip
+        tracer = RecordingTracer(secrets) if trace else None
         values: dict[str, Any] = {}
         context["vars"] = values
         for name, template in rule.vars:

@@ -22,6 +22,7 @@ def simulate(
     *,
     application_name: str | None = None,
     event_id: str = "simulated",
+    secrets: frozenset[str] = frozenset(),
 ) -> Evaluation:
     """Evaluate one event with full explanations; nothing is sent.
 
@@ -33,7 +34,7 @@ def simulate(
     entity = entity_of(event_type)
     known = previous.get(entity) if isinstance(previous, Mapping) else None
     apply_known_state(context, dict(known) if isinstance(known, Mapping) else None)
-    return rule_set.evaluate(context, body=payload, trace=True)
+    return rule_set.evaluate(context, body=payload, trace=True, secrets=secrets)
 
 
 @dataclass

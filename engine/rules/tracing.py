@@ -15,6 +15,7 @@ import json
 import math
 from typing import Any
 
+from engine.redaction import redact
 from engine.rules.values import MISSING
 
 TRACE_LIMIT = 256  # characters of a traced value (of its compact JSON for a list or mapping)
@@ -132,23 +133,33 @@ def _fit(plain: Any, room: int) -> tuple[Any, int] | None:
 
 
 class RecordingTracer:
-    def __init__(self) -> None:
+    """Records each condition's path, verdict, and the (cut) values it saw.
+
+    `secrets` are masked before anything is cut: a secret split by the cut would no longer be
+    found whole afterwards, and its first characters would be stored and shown.
+    """
+
+    def __init__(self, secrets: frozenset[str] = frozenset()) -> None:
         self.conditions: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        self.secrets = secrets
 
     def condition(
         self, path: str, result: bool, value: Any = MISSING, expected: Any = None, error: str | None = None
     ) -> None:
         entry: dict[str, Any] = {"path": path, "result": result}
         for name, seen in (("value", value), ("expected", expected)):
-            entry[name], length = cut(seen)
+            entry[name], length = cut(self._masked(seen))
             if length is not None:
                 entry[f"{name}_length"] = length
         if value is MISSING:
             entry["missing"] = True
         if error:
-            entry["error"] = cut(error, ERROR_LIMIT)[0]
+            entry["error"] = cut(self._masked(error), ERROR_LIMIT)[0]
         self.conditions.append(entry)
+
+    def _masked(self, value: Any) -> Any:
+        return redact(value, self.secrets) if self.secrets and value is not MISSING else value
 
     def note(self, text: str) -> None:
         self.notes.append(text)

@@ -24,7 +24,9 @@ if signature ~= '' then
     local cut = string.find(previous, '#', 1, true)
     if cut and string.sub(previous, 1, cut - 1) == signature then
       local first = string.sub(previous, cut + 1)
-      redis.call('HINCRBY', ${event_key_prefix} .. first, 'duplicates', 1)
+      if redis.call('EXISTS', ${event_key_prefix} .. first) == 1 then  -- it may be trimmed already
+        redis.call('HINCRBY', ${event_key_prefix} .. first, 'duplicates', 1)
+      end
       return {'duplicate', first}
     end
   end

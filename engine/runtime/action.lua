@@ -58,12 +58,22 @@ local function enqueue(record, member, delay_ms)
   return job_id
 end
 
+local function valid(record)
+  -- What a job needs to be written for it; a record written half (by hand, by an older version)
+  -- lacks it, and is left to an admin to delete rather than breaking every sweep.
+  local event, rule, index, tickets = unpack(redis.call('HMGET', record, 'event_id', 'rule', 'index', 'tickets'))
+  return event and rule and index and (not tickets or tonumber(tickets)) and true or false
+end
+
 local function close(record)
   -- The action reached a terminal state: its event has one action fewer to wait for.
   local event = redis.call('HGET', record, 'event_id')
   local event_key = ${event_prefix} .. (event or '')
   if not event or redis.call('EXISTS', event_key) == 0 then
     return
+  end
+  if redis.call('HEXISTS', event_key, 'open') == 0 then
+    return  -- an event 0.1 stored and no action of it was adopted: it keeps its own expiry
   end
   if redis.call('HINCRBY', event_key, 'open', -1) <= 0 then
     local status = redis.call('HGET', event_key, 'status')
@@ -80,6 +90,33 @@ local function reopen(record)
   if event and redis.call('EXISTS', event_key) == 1 then
     redis.call('HINCRBY', event_key, 'open', 1)
     redis.call('ZREM', ${finished_index}, event)
+  end
+end
+
+local function listed(record)
+  -- The other actions of this action's event, as its `actions` list names them.
+  local event = redis.call('HGET', record, 'event_id') or ''
+  local ok, entries = pcall(cjson.decode, redis.call('HGET', ${event_prefix} .. event, 'actions') or '[]')
+  local found = {}
+  if ok and type(entries) == 'table' then
+    for _, entry in ipairs(entries) do
+      if type(entry) == 'table' and entry['rule'] and tonumber(entry['index']) then
+        found[#found + 1] = {rule = tostring(entry['rule']), index = tonumber(entry['index']),
+                             key = ${action_prefix} .. event .. ':' .. tostring(entry['rule']) .. ':' .. tostring(entry['index'])}
+      end
+    end
+  end
+  return found
+end
+
+local function drop_followers(delay, why)
+  -- A delay that will never end (an admin deleted it): what waits behind it will never run.
+  local rule, index = redis.call('HGET', delay, 'rule'), tonumber(redis.call('HGET', delay, 'index'))
+  for _, other in ipairs(listed(delay)) do
+    if other.rule == rule and index and other.index > index and redis.call('HGET', other.key, 'status') == 'scheduled' then
+      redis.call('HSET', other.key, 'status', 'dropped', 'error', why, 'updated_at', stamp)
+      close(other.key)
+    end
   end
 end
 
@@ -146,8 +183,14 @@ if op == 'finish' then
   -- ARGV: 4 job id, 5 outcome (done/waiting/parked/failed), 6 attempt JSON, 7 error, 8 response JSON,
   --       9 request JSON ('' = keep), 10 retry delay ms (waiting)
   local outcome = ARGV[5]
-  append_json(key, 'attempts', ARGV[6])
   local status, lease = unpack(redis.call('HMGET', key, 'status', 'lease'))
+  if outcome == 'done' then
+    -- A write Redis allows at maxmemory first: once a script has written, Redis lets it finish
+    -- (it cannot stop one halfway), so a delivery that happened is recorded even when Redis is
+    -- full. Losing this record is the one way to send it again.
+    redis.call('HDEL', key, 'lease', 'lease_until')
+  end
+  append_json(key, 'attempts', ARGV[6])
   redis.call('HSET', key, 'response', ARGV[8])
   if ARGV[9] ~= '' then
     redis.call('HSET', key, 'request', ARGV[9])
@@ -158,9 +201,9 @@ if op == 'finish' then
       return {'done'}
     end
     redis.call('HSET', key, 'status', 'done', 'error', '', 'updated_at', stamp)
-    redis.call('HDEL', key, 'lease', 'lease_until')
     redis.call('ZREM', ${due_index}, id)
     redis.call('ZREM', ${dead_letters}, id)
+    redis.call('SREM', ${parked_prefix} .. application_of(key), id)  -- parked after its lease ended
     if not TERMINAL[status] then
       close(key)
     end
@@ -185,6 +228,10 @@ if op == 'rescue' then
   -- The sweeper: an action whose due time passed. ARGV: 4 max attempts, 5 retry delay ms,
   -- 6 the attempt to record for an interrupted delivery
   local status, job, lease_until = unpack(redis.call('HMGET', key, 'status', 'job', 'lease_until'))
+  if not valid(key) then
+    redis.call('ZREM', ${due_index}, id)
+    return {'damaged'}
+  end
   if status == 'running' then
     if (tonumber(lease_until) or 0) > NOW then
       redis.call('ZADD', ${due_index}, lease_until, id)
@@ -212,8 +259,20 @@ if op == 'rescue' then
   end
   if (status == 'pending' or status == 'retrying') and not job then
     -- Written by 0.1 (no tickets, an expiry): adopt it, and keep it and its event until finished.
+    -- Its event gets the count of its open actions, which 0.1 did not keep (once, by the first).
+    local event_key = ${event_prefix} .. (redis.call('HGET', key, 'event_id') or '')
+    if redis.call('EXISTS', event_key) == 1 then
+      local open = 0
+      for _, other in ipairs(listed(key)) do
+        local other_status = redis.call('HGET', other.key, 'status')
+        if other_status and not TERMINAL[other_status] then
+          open = open + 1
+        end
+      end
+      redis.call('HSETNX', event_key, 'open', open)
+      redis.call('PERSIST', event_key)
+    end
     redis.call('PERSIST', key)
-    redis.call('PERSIST', ${event_prefix} .. (redis.call('HGET', key, 'event_id') or ''))
     redis.call('HSET', key, 'status', 'pending')
     enqueue(key, id, 0)
     return {'requeued'}
@@ -271,6 +330,9 @@ if op == 'retry' then
   if status ~= 'failed' and status ~= 'parked' then
     return {status or 'damaged'}
   end
+  if not valid(key) then
+    return {'damaged'}
+  end
   local members = {id}
   if status == 'parked' then
     local application = application_of(key)
@@ -286,7 +348,7 @@ if op == 'retry' then
   for _, member in ipairs(members) do
     local record = ${action_prefix} .. member
     local was = redis.call('HGET', record, 'status')
-    if (was == 'failed' or was == 'parked') and redis.call('HGET', record, 'event_id') then
+    if (was == 'failed' or was == 'parked') and valid(record) then
       local ok, attempts = pcall(cjson.decode, redis.call('HGET', record, 'attempts') or '[]')
       redis.call('HSET', record, 'status', 'pending', 'error', '', 'updated_at', stamp,
         'attempt_base', ok and type(attempts) == 'table' and #attempts or 0)
@@ -310,17 +372,18 @@ if op == 'purge' then
     redis.call('ZREM', ${due_index}, id)
     return {'deleted'}
   end
+  if status ~= 'parked' and status ~= 'failed' then
+    return {'refused', status}
+  end
+  redis.call('HSET', key, 'status', 'purged', 'updated_at', stamp)
   if status == 'parked' then
     redis.call('SREM', ${parked_prefix} .. application_of(key), id)
-    redis.call('HSET', key, 'status', 'purged', 'updated_at', stamp)
     close(key)
-    return {'purged'}
   end
-  if status == 'failed' then
-    redis.call('HSET', key, 'status', 'purged', 'updated_at', stamp)
-    return {'purged'}
+  if redis.call('HGET', key, 'kind') == 'delay' then
+    drop_followers(key, 'its delay was deleted by an admin')
   end
-  return {'refused', status}
+  return {'purged'}
 end
 
 return redis.error_reply('unknown action operation ' .. tostring(op))

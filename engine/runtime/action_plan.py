@@ -3,9 +3,9 @@
 Actions before a rule's first `delay` are pending with a job now; the delay
 itself is an action of its own, scheduled with a job at its end; what follows
 it waits, `scheduled`, until the delay's end renders it with the rule as it is
-then (`delivery.resume`). A delay keeps the context its rule saw, secrets
-included (they are needed to send), so a delayed action sends the same values
-an immediate one would; it is never shown.
+then (`delivery.resume`), from the event's context (rebuilt from its body and
+the state before it, secrets included), so a delayed action sends the same
+values an immediate one would.
 """
 
 from __future__ import annotations
@@ -64,9 +64,7 @@ def plan_actions(
     application_id: str | None,
     entity_key: str | None,
     template: JobTemplate,
-    context: dict[str, Any],
 ) -> ActionPlan:
-    """`context`: what the rules saw (unmasked): kept by a delay to render what follows it."""
     plan = ActionPlan()
     for result in results:
         if result.skipped:
@@ -81,7 +79,7 @@ def plan_actions(
                 if not waiting:  # the first delay of the rule starts now; a later one when this one ends
                     seconds = float(action.payload["delay"])
                     due_in_ms = int(seconds * 1000) + GRACE_MS
-                    record.update(job=first_job_id(identifier), tickets=1, context={**context, "vars": result.vars})
+                    record.update(job=first_job_id(identifier), tickets=1)
                     plan.jobs.append(_job(template, identifier, delay=seconds))
                 waiting = True
             elif waiting:

@@ -26,6 +26,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from engine.errors import HanaRulesError
 from engine.hana import now_iso
 from engine.redaction import redact
 from engine.runtime import lua
@@ -45,6 +46,10 @@ FAILURE_COUNTS = "hr:stats:failed"
 #: How long a queued job may wait before the sweeper checks it still exists.
 GRACE_MS = 60_000
 ACTION_JOB_PREFIX = "act-"
+
+
+class DamagedRecord(HanaRulesError):
+    """An action record written half (by hand, by an older version): shown, deletable, never run."""
 
 
 class ActionStatus(StrEnum):
@@ -93,7 +98,6 @@ class ActionRecord:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     attempt_base: int = 0  # attempts before the last admin retry
     request: Any = None  # redacted copy, kept with a dead letter
-    context: dict[str, Any] | None = None  # a delay's rendering context (secrets included: never shown)
     damaged: str | None = None  # what is wrong with a record written half, for the admin views
 
     @property
@@ -111,7 +115,7 @@ class ActionRecord:
 
 
 #: Fields of an action record that hold JSON (a `log` payload is a JSON string too).
-JSON_FIELDS = frozenset(("payload", "attempts", "response", "request", "context"))
+JSON_FIELDS = frozenset(("payload", "attempts", "response", "request"))
 
 
 def record_fields(**values: Any) -> dict[str, str]:
@@ -161,7 +165,7 @@ def parse_record(identifier: str, raw: dict[bytes, bytes]) -> ActionRecord:
         payload=document("payload", None), application_id=text.get("application_id") or None,
         entity_key=text.get("entity_key") or None, error=text.get("error") or None,
         response=document("response", None), attempts=attempts, attempt_base=attempt_base,
-        request=document("request", None), context=document("context", None),
+        request=document("request", None),
         damaged=f"damaged record: {'; '.join(problems)}" if problems else None,
     )  # fmt: skip
 
@@ -257,8 +261,13 @@ class ActionStore:
         return self._transition("resume", identifier, *arguments)[0]
 
     def retry(self, identifier: str) -> int:
-        """An admin's retry of a dead letter or a parked action (and its whole application); how many resumed."""
+        """An admin's retry of a dead letter or a parked action (and its whole application); how many resumed.
+
+        DamagedRecord when the record was written half: it cannot be sent again, only deleted.
+        """
         reply = self._transition("retry", identifier)
+        if reply[0] == "damaged":
+            raise DamagedRecord(f"action {identifier} is a damaged record and cannot be retried; delete it")
         return int(reply[1]) if reply[0] == "retried" else 0
 
     def purge(self, identifier: str) -> bool:

@@ -50,7 +50,8 @@ LEASE_MARGIN_SECONDS = 10.0
 LEGACY_MARK = "hr:upgraded:actions-0.2"
 #: How long recording an outcome keeps trying through a Redis blip before giving up (the lease
 #: then expires and the sweeper retries the action: the one window for a repeated delivery).
-RECORD_PATIENCE_SECONDS = 5.0
+#: Kept short: an attempt (≤ 25 s) and its record must end inside the 30 s job timeout.
+RECORD_PATIENCE_SECONDS = 3.0
 
 
 def lease_ms(settings: Settings) -> int:
@@ -79,14 +80,21 @@ def deliver(context: WorkerContext, identifier: str, job_id: str) -> tuple[str, 
         return claimed, "-"  # done, failed, dropped, held by another job, or a stale ticket
     record = store.load(identifier)
     assert record is not None  # claimed a moment ago; only retention removes records, and never open ones
-    if record.kind == "delay":
-        return resume(context, record, job_id), "delay"
     settings = context.settings
+    started = time.monotonic()
+    if record.kind == "delay":
+        try:
+            return resume(context, record, job_id), "delay"
+        except Exception as exc:  # noqa: BLE001 - a delay's end that broke is an attempt, like any other
+            failure = _unexpected(exc, settings)
+            outcome, retry_in = _judge(record, failure, settings)
+            _record(context, record, job_id, outcome, started=started, response=None, failure=failure,
+                    retry_in=retry_in)  # fmt: skip
+            return outcome.value, "delay"
     application = settings.application(record.application_id) or (
         settings.applications[0] if settings.uses_default_application else None)  # fmt: skip
     environment = ActionEnvironment(settings=settings, client=context.outbound, application=application,
                                     event_id=record.event_id, rule_id=record.rule)  # fmt: skip
-    started = time.monotonic()
     response: Response | None = None
     try:
         response = execute(record.kind, record.payload, environment)
@@ -146,10 +154,13 @@ def _record(context: WorkerContext, record: ActionRecord, job_id: str, outcome: 
             context.actions.finish(record.id, job_id, outcome, attempt=attempt, error=error, response=shown,
                                    request=request, retry_in=retry_in)  # fmt: skip
             return
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.OutOfMemoryError) as exc:
+            # A `done` is recorded even at maxmemory (action.lua); a retry job needs room: make some.
+            if isinstance(exc, redis.OutOfMemoryError):
+                context.retention.make_room()
             if time.monotonic() > deadline:
-                log.error("action %s: its outcome (%s) could not be recorded; the sweeper will retry it",
-                          record.id, outcome.value, extra=where)  # fmt: skip
+                log.error("action %s: its outcome (%s) could not be recorded (%s); its lease will expire and the "
+                          "sweeper retry it", record.id, outcome.value, exc, extra=where)  # fmt: skip
                 raise
             time.sleep(0.2)
 
@@ -166,7 +177,7 @@ def resume(context: WorkerContext, delay: ActionRecord, job_id: str) -> str:
     successors: list[Successor] = []
     if why is None:
         assert event is not None and rule is not None
-        rule_context: dict[str, Any] = dict(delay.context or event.context or {})
+        rule_context: dict[str, Any] = dict(event.context or {})  # rebuilt from the body: secrets included
         entity = entity_of(event.type)
         if event.entity_id:
             latest = context.states.load(entity_key(event.application_id, event.type, event.entity_id))
@@ -176,7 +187,7 @@ def resume(context: WorkerContext, delay: ActionRecord, job_id: str) -> str:
             body = json.loads(event.body)
         except ValueError:
             body = None
-        result = RuleSet._evaluate_rule(rule, rule_context, body, False)  # noqa: SLF001 - one rule, as evaluate does
+        result = RuleSet.evaluate_rule(rule, rule_context, body)
         written = next((a for a in rule.actions if a.index == delay.index and a.kind == "delay"), None)
         recheck = written.recheck if written else bool((delay.payload or {}).get("recheck"))
         if recheck and not result.matched:
@@ -209,19 +220,17 @@ def _successors(context: WorkerContext, delay: ActionRecord, rule_context: dict[
         job_in: float | None
         if action.kind == "delay":
             status, job_in = ActionStatus.SCHEDULED, float(action.delay or 0)
-            extra: dict[str, Any] = {"context": delay.context}
         elif this.error:
-            status, job_in, extra = ActionStatus.FAILED, None, {}
+            status, job_in = ActionStatus.FAILED, None
         else:
-            status, job_in, extra = ActionStatus.PENDING, 0.0, {}
+            status, job_in = ActionStatus.PENDING, 0.0
         existing = followers.get(action.index)
         if existing is not None:
-            fields = record_fields(status=status.value, kind=this.kind, payload=this.payload, error=this.error or "",
-                                   **extra)  # fmt: skip
+            fields = record_fields(status=status.value, kind=this.kind, payload=this.payload, error=this.error or "")
             successors.append(Successor(identifier, "update", fields, job_in))
         else:
             fields = new_record(delay.event_id, rule_id, this, status=status, application_id=delay.application_id,
-                                entity_key=delay.entity_key, **extra)  # fmt: skip
+                                entity_key=delay.entity_key)  # fmt: skip
             entry = redact(listing_entry(rule_id, this, status), context.secrets)
             successors.append(Successor(identifier, "create", fields, job_in, entry))
         if action.kind == "delay":
@@ -265,8 +274,12 @@ def rescue_actions(context: WorkerContext, *, limit: int = 500) -> Counter[str]:
         retry_in = next_delay(record.attempt_number if record else 1, delivery, None)
         attempt = {"at": now_iso(), "status_code": None, "duration_ms": None,
                    "error": "interrupted: the worker stopped during delivery (its lease expired)"}  # fmt: skip
-        outcome = context.actions.rescue(identifier, max_attempts=delivery.max_attempts, retry_in=retry_in,
-                                         attempt=attempt)  # fmt: skip
+        try:
+            outcome = context.actions.rescue(identifier, max_attempts=delivery.max_attempts, retry_in=retry_in,
+                                             attempt=attempt)  # fmt: skip
+        except redis.ResponseError as exc:  # one record must not stop the sweep of every other
+            log.error("action %s: the sweeper could not move it on (%s)", identifier, exc)
+            outcome = "error"
         outcomes[outcome] += 1
         if outcome in _RESCUED:
             RESCUES.labels(outcome).inc()

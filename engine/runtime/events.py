@@ -11,7 +11,7 @@ import functools
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -126,14 +126,35 @@ class StoredEvent:
             return None
         context = normalize(body, event_id=self.id, event_type=self.type, received_at=self.received_at,
                             application_name=self.text("application_name") or None).context  # fmt: skip
-        apply_known_state(context, self.document("previous"))
+        previous = self.document("previous")
+        apply_known_state(context, previous if isinstance(previous, dict) else None)
         context["event"]["echo"] = bool(self.document("echo"))
         return context
 
     def document(self, name: str) -> Any:
-        """A JSON field written at processing (evaluation, actions, matched, echo…), or None."""
+        """A JSON field written at processing (evaluation, actions, matched, echo…), or None.
+
+        None too for a field that is not JSON (written half, or by hand): the admin views show
+        what they can of a damaged event, and `damaged` says what could not be read.
+        """
         raw = self.fields.get(name)
-        return json.loads(raw) if raw else None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    @property
+    def damaged(self) -> str | None:
+        """What could not be read of this event, for the admin views; None when it is whole."""
+        unreadable = []
+        for name in ("previous", "matched", "evaluation", "actions", "warnings", "echo"):
+            raw = self.fields.get(name)
+            if raw:
+                try:
+                    json.loads(raw)
+                except ValueError:
+                    unreadable.append(name)
+        return f"damaged record: {', '.join(unreadable)} not JSON" if unreadable else None
 
     def text(self, name: str) -> str | None:
         """A plain text field (version, processed_by, error…), or None."""
@@ -217,23 +238,33 @@ class EventStore:
 
         def string(name: str) -> str | None:
             value = text.get(name)
-            return value.decode() if value is not None else None
+            return value.decode(errors="replace") if value is not None else None
 
-        warnings = string("warnings")
-        return StoredEvent(
+        def number(name: str) -> int:
+            try:
+                return int(string(name) or 0)
+            except ValueError:
+                return 0
+
+        try:
+            status = EventStatus(string("status") or EventStatus.RECEIVED)
+        except ValueError:
+            status = EventStatus.FAILED  # a status nobody wrote: shown as failed, with its record damaged
+        event = StoredEvent(
             id=event_id,
             type=string("type") or "",
             received_at=string("received_at") or "",
-            status=EventStatus(string("status") or EventStatus.RECEIVED),
+            status=status,
             body=text.get("body", b""),
             application_id=string("application_id"),
             entity_id=string("entity_id"),
             reason=string("reason"),
-            runs=int(string("runs") or 0),
-            duplicates=int(string("duplicates") or 0),
-            warnings=tuple(json.loads(warnings)) if warnings else (),
+            runs=number("runs"),
+            duplicates=number("duplicates"),
             fields=text,
         )
+        warnings = event.document("warnings")
+        return replace(event, warnings=tuple(map(str, warnings))) if isinstance(warnings, list) else event
 
     def start_processing(self, event_id: str) -> int:
         """Mark the event as being processed; returns how many times processing started."""

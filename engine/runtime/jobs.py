@@ -164,7 +164,8 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
         raise  # Redis trouble: the job fails and RQ retries it; nothing was committed
     except Exception as exc:  # a poison event must not block its entity's queue
         log.exception("event %s: processing failed", event_id, extra={"event_id": event_id})
-        failed = {"status": EventStatus.FAILED.value, "error": f"{type(exc).__name__}: {exc}", "open": 0}
+        failed = {"status": EventStatus.FAILED.value, "open": 0,
+                  "error": redact(f"{type(exc).__name__}: {exc}", context.secrets)}  # fmt: skip
         return commit(CommitPlan(event_fields=failed, finished=True))
     outcome = commit(plan)
     if outcome is Commit.OK and plan.event_fields.get("matched"):
@@ -196,7 +197,7 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     apply_known_state(rule_context, known)
     echo = event.entity_id is not None and context.echoes.is_echo(the_entity, rule_context)
     rule_context["event"]["echo"] = echo
-    evaluation = rule_set.evaluate(rule_context, body=body, trace=True)
+    evaluation = rule_set.evaluate(rule_context, body=body, trace=True, secrets=context.secrets)
     apply_throttles(context, evaluation, rule_context, event.id)
     apply_loop_guard(context, evaluation, the_entity, event.id)
 
@@ -209,7 +210,7 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     else:
         change, state = StateChange.SET, {**(known or {}), **entity_attributes}
     actions = plan_actions(evaluation.matched, event_id=event.id, application_id=event.application_id,
-                           entity_key=the_entity, template=context.run_template, context=rule_context)  # fmt: skip
+                           entity_key=the_entity, template=context.run_template)  # fmt: skip
     secrets_ = context.secrets
     warnings = list(event.warnings + normalized.warnings)
     if missing_before:

@@ -84,6 +84,9 @@ class Retention:
             overflow -= count
         TRIMMED.labels("retention").inc(removed_by_age)
         TRIMMED.labels("max_events").inc(removed_by_count)
+        if removed_by_age or removed_by_count:
+            log.info("retention: %d finished event(s) past retention and %d past max_events removed",
+                     removed_by_age, removed_by_count)  # fmt: skip
         return removed_by_age + removed_by_count + self._drop_dangling(now_ms, batch)
 
     def _drop_dangling(self, now_ms: int, batch: int) -> int:

@@ -45,17 +45,19 @@ class HanaWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def clean_registries(self) -> None:
-        try:
-            context = worker_context.current()
-            context.retention.make_room()  # first: near maxmemory, RQ's own bookkeeping needs room
-            super().clean_registries()
-            jobs.sweep_stalled_queues(self.connection)
-            delivery.rescue_actions(context)
-            trimmed = context.retention.trim(max_events=context.settings.max_events)
-            if trimmed:
-                log.info("retention: %d event(s) left the history", trimmed)
-        except redis.RedisError as exc:
-            log.warning("maintenance: skipped (%s)", exc)
+        context = worker_context.current()
+        tasks = (
+            ("making room", context.retention.make_room),  # first: near maxmemory, RQ's bookkeeping needs room
+            ("RQ's registries", super().clean_registries),
+            ("stalled queues", lambda: jobs.sweep_stalled_queues(self.connection)),
+            ("open actions", lambda: delivery.rescue_actions(context)),
+            ("retention", lambda: context.retention.trim(max_events=context.settings.max_events)),
+        )
+        for name, task in tasks:  # each on its own: one failing must not skip the others
+            try:
+                task()
+            except redis.RedisError as exc:
+                log.warning("maintenance: %s skipped (%s)", name, exc)
 
 
 def build_worker(

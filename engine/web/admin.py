@@ -17,7 +17,7 @@ from engine.hana import canonical_event_type, now_iso
 from engine.redaction import redact
 from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
-from engine.runtime.action_state import FAILURE_COUNTS, ActionStore
+from engine.runtime.action_state import FAILURE_COUNTS, ActionStore, DamagedRecord
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStatus, EventStore, StoredEvent
 from engine.runtime.intake import Intake
@@ -105,13 +105,14 @@ def simulate_event() -> tuple[Response, int]:
     previous = body.get("previous")
     if previous is not None and not isinstance(previous, dict):
         return error(400, 'previous must be an object such as {"lead": {"attr": value}}')
-    evaluation = simulate(_rules().current(), event_type, body["payload"], previous)
+    evaluation = simulate(_rules().current(), event_type, body["payload"], previous, secrets=_secrets())
     return jsonify(redact(evaluation.as_json(), _secrets())), 200
 
 
 def _summary(event: StoredEvent) -> dict[str, Any]:
+    matched = event.document("matched")
     return {"id": event.id, "type": event.type, "received_at": event.received_at, "status": event.status.value,
-            "matched": event.document("matched") or []}  # fmt: skip
+            "matched": matched if isinstance(matched, list) else []}  # fmt: skip
 
 
 @blueprint.get("/events")
@@ -155,13 +156,16 @@ def event_detail(event_id: str) -> tuple[Response, int]:
         body: Any = json.loads(event.body)
     except ValueError:
         body = event.body.decode("utf-8", errors="replace")
-    evaluation = event.document("evaluation") or {}
+    evaluation = event.document("evaluation")
+    evaluation = evaluation if isinstance(evaluation, dict) else {}
     detail = {
         **_summary(event), "body": body, "context": event.context, "warnings": list(event.warnings),
         "echo": event.document("echo") or False, "version": event.text("version"), "error": event.text("error"),
         "reason": event.reason, "duplicates": event.duplicates, "rules": evaluation.get("rules", []),
         "actions": [_action_summary(r.shown(_secrets())) for r in _actions().for_event(event_id)],
     }  # fmt: skip
+    if event.damaged:
+        detail["damaged"] = event.damaged
     return jsonify(redact(detail, _secrets())), 200
 
 
@@ -195,7 +199,10 @@ def failed() -> tuple[Response, int]:
 
 @blueprint.post("/failed/<action_id>/retry")
 def retry_failed(action_id: str) -> tuple[Response, int]:
-    retried = _actions().retry(action_id)
+    try:
+        retried = _actions().retry(action_id)
+    except DamagedRecord as exc:
+        return error(409, str(exc))
     if not retried:
         return error(404, f"no failed or parked action {action_id!r}")
     return jsonify({"status": "queued", "id": action_id, "actions": retried}), 200

@@ -29,7 +29,7 @@ from engine.runtime.retention import Retention, memory_of
 from engine.runtime.worker import build_worker
 from engine.web.app import create_app
 from tests.conftest import SHOP_A, SHOP_A_TOKEN
-from tests.helpers import live_server, wait_for
+from tests.helpers import let_redis_time_pass, live_server, wait_for
 
 
 def post(url: str, event_type: str, lead: dict) -> str:
@@ -44,11 +44,6 @@ def status(client: redis.Redis, event_id: str) -> str | None:
     return value.decode() if value else None
 
 
-def redis_seconds(client: redis.Redis) -> float:
-    seconds, microseconds = client.time()
-    return seconds + microseconds / 1e6
-
-
 def test_a_backlog_older_than_retention_and_past_the_cap_is_processed_whole(deploy) -> None:
     deployment = deploy("""
         rules:
@@ -58,15 +53,13 @@ def test_a_backlog_older_than_retention_and_past_the_cap_is_processed_whole(depl
     """, "retention: 1s\nmax_events: 2\n")  # fmt: skip
     ids = [deployment.post("lead.created", {"application": {"id": SHOP_A}, "lead": {"id": f"L{n}"}}) for n in range(5)]
     # The workers were down for longer than the retention; maintenance runs first when one starts.
-    moment = redis_seconds(deployment.client)
-    wait_for(lambda: redis_seconds(deployment.client) > moment + 1.5, what="the retention to pass")
+    let_redis_time_pass(deployment.client, 1.5)
     Retention(deployment.client, retention=1).trim(max_events=2)
     assert [status(deployment.client, i) for i in ids] == ["received"] * 5  # nothing unfinished was removed
     deployment.run_burst()
     assert [status(deployment.client, i) for i in ids] == ["done"] * 5
     # Finished, they now leave by retention like any finished event.
-    moment = redis_seconds(deployment.client)
-    wait_for(lambda: redis_seconds(deployment.client) > moment + 1.5, what="the retention to pass again")
+    let_redis_time_pass(deployment.client, 1.5)
     assert Retention(deployment.client, retention=1).trim(max_events=2) == 5
     assert deployment.client.zcard("hr:events") == 0 and not deployment.client.keys("hr:action:*")
 
@@ -84,14 +77,13 @@ def test_an_event_whose_action_waits_for_an_admin_outlives_retention(deploy) -> 
     deployment.run_burst()
     [action] = deployment.actions(event_id)
     assert action.status == "parked"
-    moment = redis_seconds(deployment.client)
-    wait_for(lambda: redis_seconds(deployment.client) > moment + 1.5, what="the retention to pass")
+    let_redis_time_pass(deployment.client, 1.5)
     retention = Retention(deployment.client, retention=1)
     assert retention.trim(max_events=1) == 0  # parked: its event stays, whatever its age or the cap
     assert deployment.admin("POST", f"/admin/failed/{action.id}/retry").status_code == 200  # token fixed
     deployment.run_burst()
     assert [a.status for a in deployment.actions(event_id)] == ["done"]
-    wait_for(lambda: redis_seconds(deployment.client) > moment + 3, what="the retention to pass again")
+    let_redis_time_pass(deployment.client, 1.5)
     assert retention.trim(max_events=1) == 1  # finished now: it goes, with its action record
     assert not deployment.client.exists(f"hr:action:{action.id}")
 
