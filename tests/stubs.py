@@ -123,3 +123,81 @@ def stub_server(host: str = "127.0.0.1") -> Iterator[Stub]:
     finally:
         stub.server.shutdown()
         stub.server.server_close()
+
+
+#: Seconds between two bytes a TrickleServer sends: far below any per-read socket timeout.
+PACE = 0.2
+
+
+class TrickleServer:
+    """A TCP server on 127.0.0.1 running `script(connection, server)` for each connection, in a thread."""
+
+    def __init__(self, script: Callable[[socket.socket, TrickleServer], None]) -> None:
+        self.script = script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.connections = 0
+        self.sent = 0  # bytes trickled before the client hung up
+        self.hung_up = threading.Event()  # the client closed its side while we were trickling
+        self.finished = threading.Event()  # we trickled everything: nobody cut us short
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # the listener was shut down
+            self.connections += 1
+            threading.Thread(target=self.run, args=(connection,), daemon=True).start()
+
+    def run(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                self.script(connection, self)
+            except OSError:
+                self.hung_up.set()
+
+    def trickle(self, connection: socket.socket, data: bytes) -> None:
+        """Send `data` one byte per PACE, watching between bytes whether the client hung up."""
+        for byte in data:
+            try:
+                connection.sendall(bytes([byte]))
+            except OSError:
+                self.hung_up.set()
+                return
+            self.sent += 1
+            readable, _, _ = select.select([connection], [], [], PACE)
+            if readable and connection.recv(4096) == b"":
+                self.hung_up.set()
+                return
+        self.finished.set()
+
+
+@contextmanager
+def trickle_server(script: Callable[[socket.socket, TrickleServer], None]) -> Iterator[TrickleServer]:
+    server = TrickleServer(script)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.listener.shutdown(socket.SHUT_RDWR)
+        server.listener.close()
+        thread.join(5)
+
+
+def read_request(connection: socket.socket) -> bytes:
+    """One HTTP request's head and body (by Content-Length); b"" when the client closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(
+        b"content-length:")), 0)  # fmt: skip
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head

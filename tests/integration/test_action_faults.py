@@ -23,7 +23,7 @@ from engine.runtime.queues import ACTIONS_QUEUE, queue
 from tests.conftest import SHOP_A
 from tests.deployment import Deployment
 from tests.helpers import wait_for
-from tests.stubs import Answer, stub_server
+from tests.stubs import Answer, read_request, stub_server, trickle_server
 
 WEBHOOK_RULE = """
 rules:
@@ -113,14 +113,20 @@ def test_an_action_whose_job_was_lost_is_queued_again_by_the_sweeper(deploy) -> 
     assert deployment.actions(event_id)[0].status == "done"
 
 
-def test_a_partner_slower_than_the_job_timeout_is_cut_at_the_deadline_retried_then_dead_lettered(deploy) -> None:
+def test_a_partner_trickling_its_answer_past_the_job_timeout_is_cut_at_the_deadline_then_dead_lettered(
+    deploy,
+) -> None:
     deployment = deploy(WEBHOOK_RULE, timeout="1s", delivery="{max_attempts: 2, backoff: 0.2s, max_backoff: 0.2s}")
-    with stub_server() as crm:
-        crm.default = Answer(200, hold=40)  # longer than the 30 s job timeout: headers never come in time
-        with deployment.workers(1):
-            event_id = deployment.post("lead.created", lead(crm.port))
-            wait_for(lambda: statuses(deployment, event_id) == ["failed"], timeout=60, what="a dead letter")
-        assert len(crm.requests) == 2 and all(r.hung_up for r in crm.requests)  # we left, we did not wait
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Padding: " + b"." * 200 + b"\r\n\r\nok"  # 48 s a byte at a time
+
+    def script(connection, server) -> None:  # noqa: ANN001
+        read_request(connection)
+        server.trickle(connection, head)  # each byte well inside any per-read timeout
+
+    with trickle_server(script) as partner, deployment.workers(1):
+        event_id = deployment.post("lead.created", lead(partner.port))
+        wait_for(lambda: statuses(deployment, event_id) == ["failed"], timeout=60, what="a dead letter")
+        assert partner.connections == 2 and partner.sent < 30  # two attempts, each left at its deadline
     [action] = deployment.actions(event_id)
     assert [a["error"] for a in action.attempts] == ["no complete answer within 1s"] * 2
 

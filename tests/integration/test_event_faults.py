@@ -143,7 +143,7 @@ def test_a_full_redis_recovers_by_itself(tmp_path: Path, settings: Settings) -> 
                           f"admin_token: x-admin-token-123456\napplications:\n  - {application}\n")  # fmt: skip
         try:
             with live_server(app) as url:
-                history = [post(url, "lead.created", {"id": f"old{n}", "note": "x" * 10_000}) for n in range(300)]
+                history = [post(url, "lead.created", {"id": f"old{n}", "note": "x" * 50_000}) for n in range(60)]
                 build_worker(full, client).work(burst=True)
                 assert {status(client, i) for i in history} == {"done"}
                 client.config_set("maxmemory", memory_of(client).used - 256 * 1024)  # Redis is full now

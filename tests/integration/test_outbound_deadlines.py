@@ -8,11 +8,7 @@ at the deadline shows as a few bytes of an answer that would take many seconds.
 
 from __future__ import annotations
 
-import select
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -22,88 +18,14 @@ from engine.actions.errors import ActionError
 from engine.actions.kinds import ActionEnvironment, execute
 from engine.actions.outbound import OutboundClient, OutboundPolicy
 from engine.config import Outbound, Settings, Smtp
+from tests.stubs import TrickleServer, read_request, trickle_server
 
 TIMEOUT = 0.5  # the attempt's total deadline in these tests
-PACE = 0.2  # seconds between two trickled bytes: far below the per-read timeout
 #: A status line and headers that take 0.2 s × 90 bytes = 18 s to trickle.
 SLOW_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Padding: " + b"." * 50 + b"\r\n\r\nok"
 SLOW_BODY = b"a" * 60  # 12 s to trickle
 #: At TIMEOUT / PACE bytes per attempt, a client that keeps its deadline hangs up after 3 or 4 bytes.
 FEW_BYTES = 10
-
-
-class TrickleServer:
-    """A TCP server on 127.0.0.1 running `script(connection, server)` for each connection, in a thread."""
-
-    def __init__(self, script: Callable[[socket.socket, TrickleServer], None]) -> None:
-        self.script = script
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.connections = 0
-        self.sent = 0  # bytes trickled before the client hung up
-        self.hung_up = threading.Event()  # the client closed its side while we were trickling
-        self.finished = threading.Event()  # we trickled everything: nobody cut us short
-
-    def serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return  # the listener was shut down
-            self.connections += 1
-            threading.Thread(target=self.run, args=(connection,), daemon=True).start()
-
-    def run(self, connection: socket.socket) -> None:
-        with connection:
-            try:
-                self.script(connection, self)
-            except OSError:
-                self.hung_up.set()
-
-    def trickle(self, connection: socket.socket, data: bytes) -> None:
-        """Send `data` one byte per PACE, watching between bytes whether the client hung up."""
-        for byte in data:
-            try:
-                connection.sendall(bytes([byte]))
-            except OSError:
-                self.hung_up.set()
-                return
-            self.sent += 1
-            readable, _, _ = select.select([connection], [], [], PACE)
-            if readable and connection.recv(4096) == b"":
-                self.hung_up.set()
-                return
-        self.finished.set()
-
-
-@contextmanager
-def trickle_server(script: Callable[[socket.socket, TrickleServer], None]) -> Iterator[TrickleServer]:
-    server = TrickleServer(script)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.listener.shutdown(socket.SHUT_RDWR)
-        server.listener.close()
-        thread.join(5)
-
-
-def read_request(connection: socket.socket) -> bytes:
-    """One HTTP request's head and body (by Content-Length); b"" when the client closed."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(65536)
-        if not chunk:
-            return b""
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(
-        b"content-length:")), 0)  # fmt: skip
-    while len(body) < length:
-        body += connection.recv(65536)
-    return head
 
 
 def client() -> OutboundClient:
