@@ -90,7 +90,7 @@ def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool) 
     if distinct:  # event, trace, action records, the lead's state, the dedup key: what retention keeps
         MEMORY["per_event"] = (client.info("memory")["used_memory"] - before) / count
         MEMORY["event_hash"] = statistics.mean(
-            client.memory_usage(f"hr:event:{i.decode()}") or 0 for i in client.zrange("hr:events", -50, -1)
+            client.memory_usage(f"hr:event:{i.decode()}", samples=0) or 0 for i in client.zrange("hr:events", -50, -1)
         )
     return rate
 
