@@ -49,6 +49,21 @@ def cut(value: Any, limit: int = TRACE_LIMIT) -> tuple[Any, int | None]:
     JSON, and is None when nothing was cut. Non-finite numbers become text so the record is strict
     JSON.
     """
+    kind = type(value)
+    # Fast paths: the tracer calls this twice per condition, and most values are short scalars
+    # or short lists of them (a 1,000-rule set traces ~700 conditions per event).
+    if kind is str:
+        return (value, None) if len(value) <= limit else (value[:limit] + CUT, len(value))
+    if kind is int or kind is bool or value is None:
+        return value, None
+    if value is MISSING:
+        return None, None
+    if kind is float and math.isfinite(value):
+        return value, None
+    if kind is list and all(type(item) is str for item in value):
+        # Each character is at most 6 in JSON (\uXXXX), plus quotes and a comma per item.
+        if 2 + sum(6 * len(item) + 3 for item in value) <= limit:
+            return list(value), None
     plain = _plain(value)
     if isinstance(plain, str):
         return (plain[:limit] + CUT, len(plain)) if len(plain) > limit else (plain, None)
@@ -147,11 +162,15 @@ class RecordingTracer:
     def condition(
         self, path: str, result: bool, value: Any = MISSING, expected: Any = None, error: str | None = None
     ) -> None:
-        entry: dict[str, Any] = {"path": path, "result": result}
-        for name, seen in (("value", value), ("expected", expected)):
-            entry[name], length = cut(self._masked(seen))
-            if length is not None:
-                entry[f"{name}_length"] = length
+        if self.secrets:
+            value, expected = self._masked(value), self._masked(expected)
+        shown, length = cut(value)
+        entry: dict[str, Any] = {"path": path, "result": result, "value": shown}
+        if length is not None:
+            entry["value_length"] = length
+        entry["expected"], length = cut(expected)
+        if length is not None:
+            entry["expected_length"] = length
         if value is MISSING:
             entry["missing"] = True
         if error:
