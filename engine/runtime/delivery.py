@@ -86,9 +86,9 @@ def deliver(context: WorkerContext, identifier: str, job_id: str) -> tuple[str, 
         try:
             return resume(context, record, job_id), "delay"
         except Exception as exc:  # noqa: BLE001 - a delay's end that broke is an attempt, like any other
-            failure = _unexpected(exc, settings)
-            outcome, retry_in = _judge(record, failure, settings)
-            _record(context, record, job_id, outcome, started=started, response=None, failure=failure,
+            broke = _unexpected(exc, settings)
+            outcome, retry_in = _judge(record, broke, settings)
+            _record(context, record, job_id, outcome, started=started, response=None, failure=broke,
                     retry_in=retry_in)  # fmt: skip
             return outcome.value, "delay"
     application = settings.application(record.application_id) or (
@@ -96,9 +96,9 @@ def deliver(context: WorkerContext, identifier: str, job_id: str) -> tuple[str, 
     environment = ActionEnvironment(settings=settings, client=context.outbound, application=application,
                                     event_id=record.event_id, rule_id=record.rule)  # fmt: skip
     response: Response | None = None
+    failure: ActionError | None = None
     try:
         response = execute(record.kind, record.payload, environment)
-        failure = None
     except ActionError as exc:
         failure = exc
     except Exception as exc:  # noqa: BLE001 - whatever it is, it is an attempt and follows the delivery rules
