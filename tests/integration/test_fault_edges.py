@@ -26,6 +26,15 @@ from tests.helpers import let_redis_time_pass, wait_for
 from tests.integration.test_action_faults import lead, process_events_only
 from tests.stubs import Answer, stub_server
 
+CRM_RULE = """
+rules:
+  - id: crm
+    on: lead.created
+    then:
+      - webhook: {url: "http://127.0.0.1:{{ lead.port }}/crm", json: {id: "{{ lead.id }}"}}
+"""
+LOG_RULE = "rules:\n  - {id: crm, on: lead.created, then: [{log: x}]}\n"
+
 
 def _status(deployment: Deployment, identifier: str) -> str | None:
     raw = deployment.client.hget(f"hr:action:{identifier}", "status")
@@ -68,13 +77,7 @@ def test_deleting_a_failed_delay_drops_what_waited_behind_it_and_the_event_can_f
 def test_a_delivery_answered_while_redis_is_full_is_recorded_and_never_sent_again(deploy) -> None:
     """Redis reaches maxmemory while the partner thinks (the receiver keeps writing events): its 200 is
     recorded all the same, so the sweeper has nothing to send again."""
-    deployment = deploy("""
-        rules:
-          - id: crm
-            on: lead.created
-            then:
-              - webhook: {url: "http://127.0.0.1:{{ lead.port }}/crm", json: {id: "{{ lead.id }}"}}
-    """)  # fmt: skip
+    deployment = deploy(CRM_RULE)
     client = deployment.client
     with stub_server() as crm:
         crm.default = Answer(200, hold=0.5)
@@ -153,13 +156,7 @@ def test_a_secret_split_by_the_trace_cut_is_never_shown_in_part(deploy, monkeypa
 # (c)/(d)/(e) ----------------------------------------------------------------------------------
 def test_a_damaged_record_never_stops_the_sweeper_or_retention(deploy) -> None:
     """A half record in the due index is set aside; the lost job beside it is queued again and retention runs."""
-    deployment = deploy("""
-        rules:
-          - id: crm
-            on: lead.created
-            then:
-              - webhook: {url: "http://127.0.0.1:{{ lead.port }}/crm", json: {id: "{{ lead.id }}"}}
-    """, "retention: 1s\n")  # fmt: skip
+    deployment = deploy(CRM_RULE, "retention: 1s\n")
     client = deployment.client
     with stub_server() as crm:
         # A finished event, older than retention.
@@ -184,12 +181,7 @@ def test_a_damaged_record_never_stops_the_sweeper_or_retention(deploy) -> None:
 
 
 def test_admin_retry_of_a_damaged_dead_letter_says_to_delete_it(deploy) -> None:
-    deployment = deploy("""
-        rules:
-          - id: crm
-            on: lead.created
-            then: [{log: "x"}]
-    """)  # fmt: skip
+    deployment = deploy(LOG_RULE)
     deployment.client.hset("hr:action:e0:r:0", mapping={"status": "failed", "event_id": "e0", "kind": "webhook"})
     deployment.client.zadd("hr:dead", {"e0:r:0": time.time()})
     assert deployment.admin("GET", "/admin/failed").status_code == 200
@@ -201,12 +193,7 @@ def test_admin_retry_of_a_damaged_dead_letter_says_to_delete_it(deploy) -> None:
 def test_an_event_left_by_0_1_stays_until_its_last_adopted_action_ends(deploy) -> None:
     """0.1 kept no count of open actions: adopting them counts them, so the first to end does not finish the event
     (and let the cap remove the other, still waiting)."""
-    deployment = deploy("""
-        rules:
-          - id: crm
-            on: lead.created
-            then: [{log: "x"}]
-    """)  # fmt: skip
+    deployment = deploy(LOG_RULE)
     client = deployment.client
     with stub_server() as crm:
         crm.answer(200, 503)
@@ -258,12 +245,7 @@ def test_delays_keep_no_copy_of_their_events_context(deploy) -> None:
 # (e) ------------------------------------------------------------------------------------------
 def test_a_damaged_event_is_shown_never_a_500(deploy) -> None:
     """Events are read tolerantly, like action records: a field written half shows as damaged."""
-    deployment = deploy("""
-        rules:
-          - id: crm
-            on: lead.created
-            then: [{log: "x"}]
-    """)  # fmt: skip
+    deployment = deploy(LOG_RULE)
     event_id = deployment.post("lead.created", {"application": {"id": SHOP_A}, "lead": {"id": "L1"}})
     deployment.run_burst()
     deployment.client.hset(f"hr:event:{event_id}", "previous", "{not json")
