@@ -10,6 +10,9 @@ instead of answering `duplicate`. Baselines, in the same run:
 SPEC §9 target: hana-rules ≥ 0.9× one-write accepted events/s, p99 < 20 ms.
 --diagnose adds hana-rules-lpush: hana-rules with its accept script replaced by one
 LPUSH (see bench/_server.py), which splits the gap into the script and the rest.
+--journal-backlog N measures something else (SPEC §9, Journal backlog): answer
+times while N journaled events (left by a Redis outage) are fed back into Redis,
+beside the calm answer times of the same server and load in the same run.
 Besides events/s, each app's CPU per event (web processes, Redis) is printed: it
 is steadier than events/s when the machine is noisy.
 """
@@ -25,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -154,12 +159,68 @@ def measure(
         server.wait(15)
 
 
+def journal_backlog(entries: int, duration: int, connections: int, shape: tuple[int, int]) -> None:
+    """Answer times while a journal backlog drains, beside calm ones: same server, same load."""
+    from engine.config import with_generated_tokens
+    from engine.runtime.events import EventStore
+    from engine.runtime.intake import Intake
+    from engine.runtime.journal import Journal
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT % json.dumps(body_template()))
+        data_dir = work / "var"
+        with EmbeddedRedis(work / "redis") as server:
+            client = redis.Redis.from_url(server.url)
+            fresh_start(client)
+            calm = measure("hana-rules", server.url, data_dir, duration, connections, script, shape)
+            # What an outage leaves: N entries in this machine's journal, fed back when the server starts.
+            fresh_start(client)
+            settings = with_generated_tokens(replace(load_settings(env={}), data_dir=data_dir))
+            journal = Journal(data_dir)
+            intake = Intake(settings, EventStore(client), journal)
+            template = body_template()
+            for number in range(entries):
+                data = template.replace("LEAD_ID", f"backlog-{number}").encode()
+                journal.append(intake.judge("lead.created", data, settings.applications[0]))
+            journal.close()
+            depths: list[tuple[float, int]] = []
+            started = time.monotonic()
+            stop_watching = False
+
+            def watch() -> None:
+                while not stop_watching:
+                    depths.append((time.monotonic() - started, Journal(data_dir).depth()))
+                    time.sleep(0.25)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            during = measure("hana-rules", server.url, data_dir, duration, connections, script, shape)
+            stop_watching = True
+            watcher.join()
+            emptied = next((at for at, depth in depths if depth == 0), None)
+            stored = client.zcard("hr:events")
+    print(f"\njournal backlog: {entries} journaled events fed back while Hana keeps posting "
+          f"({connections} connections, {duration} s, gunicorn {shape[0]} x {shape[1]})")
+    print(f"{'':<26} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, result in (("calm (no backlog)", calm), ("while the backlog drains", during)):
+        print(f"{name:<26} {result['rate']:>9.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} "
+              f"{result['errors']:>7.0f}")  # fmt: skip
+    drained = f"empty after {emptied:.1f} s" if emptied is not None else "not empty by the end"
+    print(f"backlog: {entries} entries, {drained}; {stored} events stored in all")
+    verdict = "MET" if during["p99_ms"] <= 2 * calm["p99_ms"] and not during["errors"] else "NOT MET"
+    print(f"target (p99 while draining within 2x the calm p99, no errors): {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are printed (default 5)")
     parser.add_argument("--diagnose", action="store_true", help="also run hana-rules-lpush (see the docstring)")
+    parser.add_argument("--journal-backlog", type=int, default=0, metavar="N",
+                        help="measure answer times while N journaled events drain instead (see the docstring)")
     defaults = load_settings(env={})
     parser.add_argument(
         "--workers",
@@ -177,6 +238,9 @@ def main() -> None:
     shape = (arguments.workers, arguments.threads)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
+    if arguments.journal_backlog:
+        journal_backlog(arguments.journal_backlog, arguments.duration, arguments.connections, shape)
+        return
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         script = work / "post.lua"

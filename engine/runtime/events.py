@@ -11,6 +11,7 @@ import functools
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -206,7 +207,25 @@ class EventStore:
 
         `from_journal`: the event may already be stored (fed twice); then nothing is done.
         """
-        arguments = (
+        reply = self._own_connections.run_script(self._accept_script(), (), self._arguments(event, from_journal))
+        return self._outcome(event, reply)
+
+    def feed(self, events: Sequence[ReceivedEvent]) -> list[tuple[Outcome, str]]:
+        """Store events a journal kept, in one round trip; an event already stored is left alone.
+
+        Each is still its own atomic script call: a connection lost midway leaves some stored and
+        some not, and feeding them all again stores each once.
+        """
+        script = self._accept_script()
+        with self.connection.pipeline(transaction=False) as pipe:
+            for event in events:
+                script(keys=[], args=self._arguments(event, True), client=pipe)
+            replies = pipe.execute()
+        return [self._outcome(event, reply) for event, reply in zip(events, replies, strict=True)]
+
+    @staticmethod
+    def _arguments(event: ReceivedEvent, from_journal: bool) -> tuple[Any, ...]:
+        return (
             event.id,
             entity_key(event.application_id, event.type, event.entity_id),
             f"{event.type}|{event.fingerprint}" if event.fingerprint else "",
@@ -219,16 +238,15 @@ class EventStore:
             event.entity_id or "",
             event.quarantine_reason or "",
         )
-        outcome, event_id = self._own_connections.run_script(self._accept_script(), (), arguments)
+
+    @staticmethod
+    def _outcome(event: ReceivedEvent, reply: Any) -> tuple[Outcome, str]:
+        outcome, event_id = reply
         outcome = Outcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
         event_id = event_id.decode() if isinstance(event_id, bytes) else event_id
         if outcome is Outcome.ACCEPTED and event.quarantine_reason:
             outcome = Outcome.QUARANTINED
         return outcome, event_id
-
-    def feed(self, event: ReceivedEvent) -> tuple[Outcome, str]:
-        """Store an event kept by the journal; an event already stored is left alone."""
-        return self.accept(event, from_journal=True)
 
     def load(self, event_id: str) -> StoredEvent | None:
         raw = self.connection.hgetall(event_key(event_id))

@@ -102,14 +102,16 @@ class Intake:
 
     def keep(self, event: ReceivedEvent) -> Receipt:
         """Redis if it answers, else the fsynced journal; 503 only when both fail."""
-        if not self.journal.has_pending():
+        outage = False
+        if not self.journal.queues_behind(event):
             try:
                 outcome, event_id = self.store.accept(event)
                 return Receipt(outcome, event_id, event.quarantine_reason)
             except redis.RedisError as exc:
                 log.warning("event %s: Redis unavailable (%s); writing to the journal", event.id, exc)
+                outage = True
         try:
-            self.journal.append(event)
+            self.journal.append(event, outage=outage)
         except Exception as exc:
             log.error("event %s: the journal cannot be written either: %s", event.id, exc)
             raise JournalUnavailable(str(exc)) from exc

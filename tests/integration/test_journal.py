@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,15 +83,15 @@ def test_a_journal_entry_fed_twice_is_stored_once(
                          settings.applications[0])  # fmt: skip
     journal.append(event)
 
-    def crash_after_storing(entry):
-        store.feed(entry)
-        raise ConnectionError("process died before deleting the journal entry")
+    def crash_after_storing(entries):  # noqa: ANN001
+        store.feed(entries)
+        raise ConnectionError("process died before recording how far it fed")
 
     with pytest.raises(ConnectionError):
         journal.drain(crash_after_storing)
     assert journal.depth() == 1
     outcomes = []
-    journal.drain(lambda entry: outcomes.append(store.feed(entry)))
+    journal.drain(lambda entries: outcomes.extend(store.feed(entries)))
     assert outcomes == [(Outcome.EXISTS, event.id)]
     assert journal.depth() == 0
     assert redis_client.llen("rq:queue:events") == 1
@@ -135,3 +136,92 @@ def test_entries_wait_in_front_of_new_events_in_every_process_sharing_the_journa
     # The other process keeps queueing behind its own entry until its drainer looks (every 0.5 s).
     assert other_process.drain(lambda entry: None) == 0
     assert not other_process.has_pending()
+
+
+def test_an_append_never_waits_for_a_drain_feeding_redis(settings: Settings, tmp_path: Path) -> None:
+    """A drain feeds a backlog holding no lock across the network: Hana's next event is kept meanwhile."""
+    journal = Journal(tmp_path / "j")
+    intake = Intake(settings, EventStore(redis.Redis(port=1)), journal)
+
+    def event(n: int):  # noqa: ANN202
+        return intake.judge("lead.updated", b'{"lead": {"id": "L%d"}}' % n, settings.applications[0])
+
+    for n in range(3):
+        journal.append(event(n))
+    in_flight, release = threading.Event(), threading.Event()
+    fed = []
+
+    def slow_feed(entries) -> None:  # noqa: ANN001 - Redis far away: the first feed waits on the network
+        in_flight.set()
+        release.wait(30)
+        fed.extend(entry.id for entry in entries)
+
+    draining = threading.Thread(target=journal.drain, args=(slow_feed,))
+    draining.start()
+    assert in_flight.wait(10)
+    appending = threading.Thread(target=journal.append, args=(event(9),))
+    appending.start()
+    appending.join(10)
+    alive = appending.is_alive()
+    release.set()
+    draining.join(30)
+    assert not alive, "the append waited for the drain's network call"
+    assert journal.depth() == 0 and len(fed) == 4  # the late entry was fed too, in its turn
+
+
+def test_one_drainer_per_machine_feeds_at_a_time(settings: Settings, tmp_path: Path) -> None:
+    """Every web process runs a drainer; two feeding one backlog at once would only race each other."""
+    this_process, other_process = Journal(tmp_path / "j"), Journal(tmp_path / "j")
+    intake = Intake(settings, EventStore(redis.Redis(port=1)), this_process)
+    this_process.append(intake.judge("lead.updated", b"{}", settings.applications[0]))
+    in_flight, release = threading.Event(), threading.Event()
+
+    def slow_feed(entries) -> None:  # noqa: ANN001
+        in_flight.set()
+        release.wait(30)
+
+    draining = threading.Thread(target=this_process.drain, args=(slow_feed,))
+    draining.start()
+    assert in_flight.wait(10)
+    assert other_process.drain(lambda entry: pytest.fail("fed twice")) == 0  # its turn is skipped
+    release.set()
+    draining.join(30)
+    assert this_process.depth() == 0
+
+
+def test_while_a_backlog_drains_only_the_leads_it_holds_queue_behind_it(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Once Redis is back, an event of another lead goes to Redis at once (no fsync, no wait); one of a
+    lead with entries still waiting goes behind them, so that lead's order is kept."""
+    journal = Journal(tmp_path / "j")
+    store = EventStore(redis_client)
+    intake = Intake(settings, store, journal)
+    application = settings.applications[0]
+
+    def body(lead_id: str, n: int) -> bytes:
+        return b'{"application": {"id": "%s"}, "lead": {"id": "%s", "n": %d}}' % (SHOP_A.encode(), lead_id.encode(), n)
+
+    backlog = [intake.judge("lead.updated", body("L1", n), application) for n in range(2)]
+    for entry in backlog:
+        journal.append(entry)  # an outage left these
+    second_batch, release = threading.Event(), threading.Event()
+
+    def feed(entries) -> None:  # noqa: ANN001 - Redis is back; the second batch takes its time
+        if entries[0].id == backlog[1].id:
+            second_batch.set()
+            release.wait(30)
+        store.feed(entries)
+
+    draining = threading.Thread(target=journal.drain, args=(feed,), kwargs={"batch": 1})
+    draining.start()
+    assert second_batch.wait(10)
+    other = intake.receive("lead.updated", body("L2", 0), application)
+    same = intake.receive("lead.updated", body("L1", 2), application)
+    stored_at_once = store.load(other.event_id) is not None, store.load(same.event_id) is not None
+    release.set()
+    draining.join(30)
+    assert stored_at_once == (True, False)  # L2 went to Redis; L1 queued behind its own entries
+    queue = [i.decode() for i in redis_client.lrange(f"hr:queue:{SHOP_A}:lead:L1", 0, -1)]
+    assert queue == [backlog[0].id, backlog[1].id, same.event_id]
+    assert not journal.has_pending() and journal.depth() == 0
