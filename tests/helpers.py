@@ -88,3 +88,18 @@ def let_redis_time_pass(client: Any, seconds: float) -> None:
 
     start = now()
     wait_for(lambda: now() >= start + seconds, timeout=seconds + 20, what=f"{seconds}s to pass on Redis's clock")
+
+
+def processes_with(text: str) -> list[int]:
+    """Pids of the living processes whose command line contains `text` (a test's config path, say)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if text in command and state != "Z":
+                found.append(int(entry.name))
+    return found

@@ -107,8 +107,8 @@ class EmbeddedRedis:
         self.stop()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this child when its parent dies, so a killed `serve` leaves no orphan."""
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (so a killed parent leaves no orphan)."""
     try:
         import ctypes
 
@@ -117,4 +117,9 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def _die_with_parent() -> None:
+    """For children of `serve`: die with it, in a process group of their own."""
+    die_with_parent()
     os.setpgid(0, 0)  # our own process group: a Ctrl-C to the terminal reaches only `serve`

@@ -12,6 +12,7 @@ again by itself instead of exiting.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -23,6 +24,7 @@ from engine.config import Settings
 from engine.rules.ruleset import RuleSet
 from engine.runtime import context as worker_context
 from engine.runtime import delivery, jobs
+from engine.runtime.embedded import die_with_parent
 from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,9 @@ def build_worker(
 
 def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = False) -> bool:
     """Work until asked to stop; when RQ's loop ends on an error (Redis full, gone), start again."""
+    # RQ's scheduler runs in a forked child: without this, a worker killed with -9 leaves it
+    # running on its own, for ever.
+    os.register_at_fork(after_in_child=die_with_parent)
     stop = threading.Event()
     worked = False
     wait = 1.0

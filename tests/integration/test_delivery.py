@@ -19,7 +19,7 @@ from engine.runtime.action_state import ActionStore
 from engine.runtime.worker import build_worker
 from tests.conftest import SHOP_A, SHOP_A_TOKEN
 from tests.deployment import ACCESS_TOKEN, Deployment
-from tests.helpers import sample, wait_for
+from tests.helpers import processes_with, sample, wait_for
 from tests.stubs import Answer, Stub, stub_server
 
 PHONE_RULE = """
@@ -135,6 +135,8 @@ def test_a_worker_killed_mid_action_gives_exactly_one_delivery(deploy) -> None:
         if worker.poll() is None:
             worker.kill()
     wait_for(lambda: deployment.hana.requests[0].hung_up, what="the stub to notice the dead client")
+    # Its RQ scheduler (a forked child) died with it rather than running on, orphaned.
+    wait_for(lambda: not processes_with(str(deployment.config)), what="the dead worker's scheduler to end")
     assert deployment.actions(event_id)[0].status == "running"  # held by a lease nobody will end
     # A surviving worker's maintenance (every 15 s) finds the lease expired (outbound.timeout + 10 s)
     # and retries the action on the delivery schedule: within 2 minutes of the death (SPEC §6).
