@@ -1,15 +1,18 @@
-"""Checks of a rule set that need the settings: literal URLs against the outbound allow-list."""
+"""Checks of a rule set that need the settings: the literal part of action URLs against the outbound policy."""
 
 from __future__ import annotations
 
-from engine.actions.outbound import OutboundPolicy, RefusedHost, literal_urls
+from engine.actions.policy import OutboundPolicy, RefusedHost, literal_urls
 from engine.config import Settings
 from engine.rules.errors import RuleError
 from engine.rules.ruleset import RuleSet
 
 
 def outbound_errors(rule_set: RuleSet, settings: Settings) -> list[RuleError]:
-    """A URL written without templates must be callable, or the set is refused at load."""
+    """A URL, or a host part, written without templates must be plain and allowed, or the set is refused at load.
+
+    The same `check_url` as at send time, so what loads is what may be called.
+    """
     policy = OutboundPolicy.from_settings(settings)
     errors = []
     for rule in rule_set.rules:

@@ -1,11 +1,5 @@
-"""The one HTTP client every outbound call goes through, and the policy it enforces.
+"""The one HTTP client every outbound call goes through (the policy it enforces is in policy.py).
 
-- Hosts must be in `outbound.allow_hosts` or be an application's update URL host.
-- Private, loopback and link-local addresses are refused unless the address
-  itself (or a CIDR range holding it) is listed: an allowed *name* only ever
-  reaches public addresses. The check runs on the peer address of the socket
-  actually connected, after DNS, so a name that resolves to an internal
-  address on the second lookup (DNS rebinding) gains nothing.
 - No redirects, no proxies or netrc from the environment, at most 1 MiB read.
 - `timeout` is a total deadline per attempt: DNS, connect, sending, the status
   line and headers, and the body (`engine/actions/deadline.py` says how it is
@@ -22,14 +16,11 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,70 +31,11 @@ from urllib3.util.connection import allowed_gai_family
 
 from engine.actions.deadline import Attempt, bounded, current, open_connection
 from engine.actions.errors import ActionError, Response
+from engine.actions.policy import OutboundPolicy, RefusedHost, without_url_path
 from engine.actions.retry import RETRYABLE_STATUS, parse_retry_after
-from engine.config import Settings
 
 MAX_RESPONSE_BYTES = 1024 * 1024
-
-
-class RefusedHost(ActionError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False)
-
-
-@dataclass(frozen=True)
-class OutboundPolicy:
-    allowed_hosts: frozenset[str]  # outbound.allow_hosts: names, IPs, CIDR ranges, *.wildcards
-    update_hosts: frozenset[str] = frozenset()  # the applications' update URL hosts: names only
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OutboundPolicy:
-        hosts = frozenset(h.lower().strip() for h in settings.outbound.allow_hosts)
-        update_hosts = {urlsplit(app.hana_update_url).hostname for app in settings.applications if app.hana_update_url}
-        return cls(hosts, frozenset(h.lower() for h in update_hosts if h))
-
-    def host_allowed(self, host: str) -> bool:
-        host = host.lower().strip("[]")
-        try:
-            if self.internal_allowed(ipaddress.ip_address(host)):
-                return True
-        except ValueError:
-            pass
-        return (
-            host in self.allowed_hosts
-            or host in self.update_hosts
-            or any(pattern.startswith("*.") and host.endswith(pattern[1:]) for pattern in self.allowed_hosts)
-        )
-
-    def check_url(self, url: str) -> str:
-        """The URL's host when the policy lets it be called; RefusedHost otherwise."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise RefusedHost(f"not an http(s) URL: {url[:80]!r}")
-        if not self.host_allowed(parts.hostname):
-            raise RefusedHost(
-                f"host {parts.hostname!r} is not in outbound.allow_hosts; add it there to allow calls to it"
-            )
-        return parts.hostname
-
-    def internal_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """Only an address or range listed in allow_hosts opens an internal address."""
-        for entry in self.allowed_hosts:
-            try:
-                if ip in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                continue  # a host name
-        return False
-
-    def check_peer(self, host: str, address: str) -> None:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        internal = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or (
-            ip.is_unspecified)  # fmt: skip
-        if internal and not self.internal_allowed(ip):
-            raise RefusedHost(
-                f"{host} resolved to the internal address {ip}; list it in outbound.allow_hosts to allow it"
-            )
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _guarded_pools(policy: OutboundPolicy) -> dict[str, type]:
@@ -131,7 +63,8 @@ def _guarded_pools(policy: OutboundPolicy) -> dict[str, type]:
                     raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
                 sys.audit("http.client.connect", self, self.host, self.port)
                 try:
-                    policy.check_peer(self.host, sock.getpeername()[0])
+                    # The host urllib3 resolved and connected to, whatever parsed the URL before.
+                    policy.check_connection(self._dns_host, self.port, sock.getpeername()[0])
                 except RefusedHost as exc:
                     sock.close()
                     raise NewConnectionError(self, str(exc)) from exc
@@ -194,7 +127,7 @@ class OutboundClient:
                     raise RefusedHost(refused) from None
                 if attempt.passed:
                     raise self._too_late() from None
-                raise ActionError(f"could not connect: {_short(exc)}", retryable=True) from None
+                raise ActionError(f"could not connect: {without_url_path(exc)}", retryable=True) from None
             except requests.exceptions.Timeout:
                 raise self._too_late() from None
             except requests.exceptions.InvalidHeader:
@@ -204,7 +137,7 @@ class OutboundClient:
             except requests.exceptions.RequestException as exc:
                 if attempt.passed:
                     raise self._too_late() from None
-                raise ActionError(f"request failed: {_short(exc)}", retryable=True) from None
+                raise ActionError(f"request failed: {without_url_path(exc)}", retryable=True) from None
             except UnicodeError as exc:
                 raise ActionError(f"the request cannot be encoded for HTTP ({getattr(exc, 'reason', exc)}); refused",
                                   retryable=False) from None  # fmt: skip
@@ -276,7 +209,7 @@ def _read_body(answer: requests.Response, attempt: Attempt) -> tuple[bytes, str 
     if attempt.cut or (problem is not None and attempt.passed):
         return raw, f"no complete body within {attempt.timeout:g}s"
     if problem is not None:
-        return raw, f"body unreadable: {_short(problem)}"
+        return raw, f"body unreadable: {without_url_path(problem)}"
     return raw, None
 
 
@@ -309,6 +242,7 @@ def decode(raw: bytes, charset: str | None) -> str:
 
 
 def _refusal(exc: BaseException) -> str | None:
+    """The policy's own refusal, from under the layers urllib3 and requests wrap it in."""
     seen: set[int] = set()
     stack: list[Any] = [exc]
     while stack:
@@ -318,26 +252,6 @@ def _refusal(exc: BaseException) -> str | None:
         seen.add(id(current))
         if isinstance(current, RefusedHost):
             return str(current)
-        text = str(current)
-        if "list it in outbound.allow_hosts" in text:
-            return text[text.find(" ", text.find(":")) + 1 :] if ": " in text else text
-        stack.extend([getattr(current, "__cause__", None), getattr(current, "__context__", None),
-                      getattr(current, "reason", None), *getattr(current, "args", ())])  # fmt: skip
+        if isinstance(current, BaseException):
+            stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None), *current.args])
     return None
-
-
-_URL_PATH = re.compile(r"(url: )\S+|(https?://[^/\s'\"]+)/[^\s'\"]*")
-
-
-def _short(exc: BaseException) -> str:
-    """The error without any URL path: a Telegram path holds the bot token."""
-    text = _URL_PATH.sub(lambda m: f"{m.group(1)}<path hidden>" if m.group(1) else f"{m.group(2)}/…", str(exc))
-    return text if len(text) < 300 else text[:297] + "…"
-
-
-def literal_urls(spec: Any, kind: str) -> Iterable[str]:
-    """URLs written without templates in an action: checked against the policy at load."""
-    keys = {"webhook": "url", "slack": "webhook_url"}
-    url = spec.get(keys[kind]) if isinstance(spec, dict) and kind in keys else None
-    if isinstance(url, str) and "{{" not in url and "{%" not in url:
-        yield url

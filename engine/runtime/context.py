@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import redis
 from rq import get_current_job
 
-from engine.actions.outbound import OutboundClient, OutboundPolicy
+from engine.actions.outbound import OutboundClient
+from engine.actions.policy import OutboundPolicy
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.rules.ruleset import RuleSet
 from engine.runtime.action_state import ActionStore

@@ -16,7 +16,8 @@ import pytest
 
 from engine.actions.errors import ActionError
 from engine.actions.kinds import ActionEnvironment, execute
-from engine.actions.outbound import OutboundClient, OutboundPolicy
+from engine.actions.outbound import OutboundClient
+from engine.actions.policy import OutboundPolicy
 from engine.config import Outbound, Settings, Smtp
 from tests.stubs import TrickleServer, read_request, trickle_server
 
