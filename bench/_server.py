@@ -72,7 +72,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             return bare_app()
         if self.kind == "one-write":
             return one_write_app(self.redis_url)
-        from engine.runtime.metrics import prepare_multiprocess_dir
+        from engine.runtime.metrics_folder import prepare_multiprocess_dir
         from engine.web.app import create_app
 
         prepare_multiprocess_dir(self.settings.data_dir, fresh=False)  # as `hana-rules web` runs

@@ -67,7 +67,7 @@ def main() -> None:
 @with_settings
 def serve(settings: Settings, host: str | None, port: int | None, workers: int | None, watch: bool) -> None:
     """Run everything on this machine: embedded Redis, the receiver and the workers."""
-    from engine.runtime.metrics import prepare_multiprocess_dir
+    from engine.runtime.metrics_folder import prepare_multiprocess_dir
     from engine.runtime.supervisor import Supervisor
 
     prepare_multiprocess_dir(settings.data_dir, fresh=True)  # before any child imports prometheus_client
@@ -88,17 +88,13 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int |
 @with_settings
 def web(settings: Settings, host: str | None, port: int | None) -> None:
     """Run the receiver (gunicorn) against REDIS_URL."""
-    from engine.runtime.metrics import prepare_multiprocess_dir
+    from engine.runtime.metrics_folder import prepare_multiprocess_dir
 
-    prepare_multiprocess_dir(settings.data_dir, fresh=not os.environ.get("HANA_RULES_SUPERVISED"))
-    from engine.runtime.connection import worker_client
-    from engine.runtime.loading import RuleRegistry, load_rules
+    prepare_multiprocess_dir(settings.data_dir, fresh=False)  # emptied once the port check passed
     from engine.web.server import WebServer
 
     if not settings.redis_url:
         raise click.ClickException("no Redis: set REDIS_URL or redis_url, or run `hana-rules serve`")
-    if not os.environ.get("HANA_RULES_SUPERVISED"):  # under `serve`, the supervisor published them
-        RuleRegistry(worker_client(settings.redis_url), settings, load_rules(settings)).publish_from_disk()
     WebServer(settings, host=host or settings.host, port=port or settings.port).run()
 
 
@@ -107,7 +103,7 @@ def web(settings: Settings, host: str | None, port: int | None) -> None:
 @with_settings
 def worker(settings: Settings, burst: bool) -> None:
     """Run one worker process against REDIS_URL."""
-    from engine.runtime.metrics import prepare_multiprocess_dir
+    from engine.runtime.metrics_folder import prepare_multiprocess_dir
 
     prepare_multiprocess_dir(settings.data_dir, fresh=False)
     from engine.runtime.connection import worker_client

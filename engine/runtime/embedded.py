@@ -44,6 +44,14 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
     def start(self, *, timeout: float = 10.0) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = self.directory / "redis.log"

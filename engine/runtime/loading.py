@@ -6,6 +6,14 @@ published version before its next event and compiles the same text itself
 (with its own environment for `${NAME}`, so no secret is ever written to
 Redis). A set with any error is never published, so it never replaces the
 running one.
+
+A process boots from the running set, never from whatever the files on disk
+say at that moment (SPEC §7): the published set; when Redis cannot say, the
+last set this machine ran (`data_dir/rules.last-good.json`); only when neither
+exists, the files, and when those are broken too, no rules at all, loudly —
+a half-edited file never stops a receiver that must keep answering Hana.
+`web` and `worker` publish their files only when nothing is published yet;
+`reload` (and `serve` at its start) is the way to change the running set.
 """
 
 from __future__ import annotations
@@ -29,6 +37,13 @@ from engine.runtime.metrics import RELOADS
 log = logging.getLogger(__name__)
 
 PUBLISHED_RULES = "hr:rules"  # hash: version, files (JSON {name: text}), published_at
+LAST_GOOD_FILE = "rules.last-good.json"
+#: Publish only when no set is published: one script, so two machines starting together agree.
+_PUBLISH_IF_NONE = """
+if redis.call('HEXISTS', KEYS[1], 'files') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'files', ARGV[2], 'published_at', ARGV[3])
+return 1
+"""
 
 
 def compile_rules(texts: dict[str, str], settings: Settings, *, read_errors: list[RuleError] | None = None) -> RuleSet:
@@ -48,12 +63,6 @@ def load_rules(settings: Settings, rules_dir: Path | None = None) -> RuleSet:
     return compile_rules(texts, settings, read_errors=errors)
 
 
-def published_rules(connection: redis.Redis, settings: Settings) -> RuleSet | None:
-    """The set published in Redis, compiled here; None when nothing was published yet."""
-    files = connection.hget(PUBLISHED_RULES, "files")
-    return compile_rules(json.loads(files), settings) if files else None
-
-
 class RuleRegistry:
     """The rule set of this process, kept in step with the version published in Redis."""
 
@@ -64,8 +73,32 @@ class RuleRegistry:
 
     @classmethod
     def start(cls, connection: redis.Redis, settings: Settings) -> RuleRegistry:
-        """A worker's start: the published set (the files on disk may be mid-edit), else the files."""
-        return cls(connection, settings, published_rules(connection, settings) or load_rules(settings))
+        """A worker's start: the running set (see `boot`), publishing the files only if none is."""
+        return cls.boot(connection, settings, publish_if_none=True)
+
+    @classmethod
+    def boot(cls, connection: redis.Redis, settings: Settings, *, publish_if_none: bool = False) -> RuleRegistry:
+        """The running set: published, else this machine's last good, else the files, else none (loudly)."""
+        texts, read_errors = read_texts(settings.rules_dir)
+        try:
+            raw = connection.hget(PUBLISHED_RULES, "files")
+        except redis.RedisError as exc:
+            log.warning("rules: Redis unavailable at start (%s); running this machine's last good set", exc)
+            return cls(connection, settings, _last_good(settings) or _from_files(texts, read_errors, settings))
+        published = json.loads(raw) if raw else None
+        if published is not None:
+            rule_set = _compiled(published, settings, "the published set")
+            if rule_set is not None:
+                if texts != published:
+                    log.warning("rules: the files in %s differ from the published set %s, which runs; "
+                                "`hana-rules reload` publishes them", settings.rules_dir, rule_set.version)  # fmt: skip
+                _remember(settings, rule_set, published)
+                return cls(connection, settings, rule_set)
+            return cls(connection, settings, _last_good(settings) or _from_files(texts, read_errors, settings))
+        registry = cls(connection, settings, _from_files(texts, read_errors, settings))
+        if publish_if_none and registry.rule_set.rules and not read_errors:
+            registry.publish(texts, registry.rule_set, only_if_none=True)
+        return registry
 
     def publish_from_disk(self) -> RuleSet:
         """Validate the files on disk and make them the running set everywhere (RuleSetError: nothing changes)."""
@@ -75,13 +108,27 @@ class RuleRegistry:
         except RuleSetError:
             RELOADS.labels("refused").inc()
             raise
-        RELOADS.labels("published").inc()
-        self.connection.hset(PUBLISHED_RULES, mapping={
-            "version": rule_set.version, "files": json.dumps(texts, ensure_ascii=False), "published_at": now_iso(),
-        })  # fmt: skip
-        self.rule_set = rule_set
-        log.info("rules: version %s published (%d rules)", rule_set.version, len(rule_set.rules))
+        self.publish(texts, rule_set)
         return rule_set
+
+    def publish(self, texts: dict[str, str], rule_set: RuleSet, *, only_if_none: bool = False) -> bool:
+        """Make `rule_set` (compiled from `texts`) the running set everywhere; False when `only_if_none`
+        and another process published first (its set then runs here too, from the next event on)."""
+        files = json.dumps(texts, ensure_ascii=False)
+        if only_if_none:
+            published = bool(self.connection.eval(_PUBLISH_IF_NONE, 1, PUBLISHED_RULES, rule_set.version, files,
+                                                  now_iso()))  # fmt: skip
+        else:
+            self.connection.hset(PUBLISHED_RULES, mapping={
+                "version": rule_set.version, "files": files, "published_at": now_iso(),
+            })  # fmt: skip
+            published = True
+        if published:
+            RELOADS.labels("published").inc()
+            self.rule_set = rule_set
+            _remember(self.settings, rule_set, texts)
+            log.info("rules: version %s published (%d rules)", rule_set.version, len(rule_set.rules))
+        return published
 
     def current(self) -> RuleSet:
         """The published set, compiled here when it changed since the last call; one GET otherwise."""
@@ -94,9 +141,52 @@ class RuleRegistry:
         texts = json.loads(self.connection.hget(PUBLISHED_RULES, "files") or b"{}")
         try:
             self.rule_set = compile_rules(texts, self.settings)
+            _remember(self.settings, self.rule_set, texts)
             log.info("rules: now running version %s (%d rules)", self.rule_set.version, len(self.rule_set.rules))
         except RuleSetError as exc:
             # e.g. a ${NAME} unset on this machine: keep the running set, say why, try again next time
             log.error("rules: version %s cannot be compiled here; keeping %s: %s", published.decode(),
                       self.rule_set.version, exc)  # fmt: skip
         return self.rule_set
+
+
+def _compiled(texts: dict[str, str], settings: Settings, what: str) -> RuleSet | None:
+    try:
+        return compile_rules(texts, settings)
+    except RuleSetError as exc:
+        log.error("rules: %s cannot be compiled here (%d error(s)): %s", what, len(exc.errors), exc)
+        return None
+
+
+def _from_files(texts: dict[str, str], read_errors: list[RuleError], settings: Settings) -> RuleSet:
+    """The files on disk when they are valid; else no rules, every error logged (events are still kept)."""
+    try:
+        return compile_rules(texts, settings, read_errors=read_errors)
+    except RuleSetError as exc:
+        log.error("rules: the files in %s have %d error(s) and no valid set runs anywhere: running NO rules "
+                  "(events are received and kept) until the files are fixed and reloaded:\n%s",
+                  settings.rules_dir, len(exc.errors), exc)  # fmt: skip
+        return compile_rules({}, settings)
+
+
+def _last_good(settings: Settings) -> RuleSet | None:
+    try:
+        texts = json.loads((settings.data_dir / LAST_GOOD_FILE).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _compiled(texts, settings, "this machine's last good set")
+
+
+def _remember(settings: Settings, rule_set: RuleSet, texts: dict[str, str]) -> None:
+    """Keep the running set's text on this machine, for a start while Redis cannot say which runs."""
+    if not rule_set.rules:
+        return
+    path = settings.data_dir / LAST_GOOD_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"version": rule_set.version, "files": texts}, ensure_ascii=False),
+                             encoding="utf-8")  # fmt: skip
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.warning("rules: could not keep the running set in %s (%s)", path, exc)

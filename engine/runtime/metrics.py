@@ -10,16 +10,14 @@ version) are read at scrape time.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from engine.runtime.metrics_folder import MULTIPROCESS_ENV
 
 EVENTS_RECEIVED = Counter("hana_rules_events_received_total", "Events answered by the receiver.", ["type", "outcome"])
 RECEIVE_SECONDS = Histogram(
@@ -37,15 +35,6 @@ RESCUES = Counter("hana_rules_action_rescues_total", "Open actions the sweeper m
 EVENTS_MISSING = Counter("hana_rules_events_missing_total",
                          "Queued events whose record was gone when their turn came (skipped, noted on the next).")
 TRIMMED = Counter("hana_rules_events_trimmed_total", "Finished events removed, by reason.", ["reason"])
-
-
-def prepare_multiprocess_dir(data_dir: Path, *, fresh: bool) -> None:
-    """Point this process (and its children) at the shared metrics folder; `fresh` empties it."""
-    folder = Path(os.environ.get(MULTIPROCESS_ENV) or data_dir / "metrics")
-    if fresh and folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ[MULTIPROCESS_ENV] = str(folder)
 
 
 class RedisGauges(Collector):

@@ -4,6 +4,8 @@ Children run in their own process groups and are told by the kernel to stop
 when this process dies, so neither Ctrl-C nor a kill -9 of `serve` leaves an
 orphan. SIGTERM/SIGINT stop the web server first (no new events), then the
 workers (each finishes its job), then Redis (which fsyncs its append-only file).
+A child that dies is started again, the embedded Redis too (on its data and
+port): the receiver keeps answering Hana from its journal meanwhile.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from engine.rules.errors import RuleSetError
 from engine.rules.loader import rule_files
 from engine.runtime.connection import worker_client
 from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
-from engine.runtime.loading import RuleRegistry, load_rules
+from engine.runtime.loading import RuleRegistry
 from engine.runtime.ports import ensure_port_free
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,9 @@ class Supervisor:
         self.workers = workers
         self.out = out
         self.redis: EmbeddedRedis | None = None
+        self._redis_restarts = 0
+        self._redis_wait = 0.5  # seconds before another try, after a start that failed
+        self._redis_retry_at = 0.0
         self.children: list[Child] = []
         self.stopping = threading.Event()
 
@@ -91,10 +96,6 @@ class Supervisor:
         return command
 
     def run(self) -> int:
-        # Broken rules stop us here, before anything starts, with every error listed.
-        rule_set = load_rules(self.settings)
-        log.info("rules: %d loaded from %s (version %s)", len(rule_set.rules), self.settings.rules_dir,
-                 rule_set.version)  # fmt: skip
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
@@ -105,8 +106,8 @@ class Supervisor:
             if not redis_url:
                 self.redis = EmbeddedRedis(self.settings.data_dir / "redis").start()
                 redis_url = self.redis.url
-            self.rules = RuleRegistry(worker_client(redis_url), self.settings, rule_set)
-            self.rules.publish_from_disk()
+            self.rules = RuleRegistry.boot(worker_client(redis_url), self.settings)
+            self.reload("rules at start")  # the files on disk when valid; else the running set stays, and why
             env = {**os.environ, "REDIS_URL": redis_url, "HANA_RULES_SUPERVISED": "1"}
             if self.settings.config_file:
                 env["HANA_RULES_CONFIG"] = str(self.settings.config_file)
@@ -171,7 +172,10 @@ class Supervisor:
             rule_set = self.rules.publish_from_disk()
             self.out(f"{why}: rules version {rule_set.version} is live ({len(rule_set.rules)} rules)")
         except RuleSetError as exc:
-            self.out(f"{why}: the rules were NOT reloaded; the running set stays:\n{exc}")
+            running = self.rules.rule_set
+            stays = (f"version {running.version} ({len(running.rules)} rules) keeps running" if running.rules
+                     else "NO rules run (events are received and kept) until the files are fixed")  # fmt: skip
+            self.out(f"{why}: the files in {self.settings.rules_dir} were NOT published; {stays}:\n{exc}")
 
     def _watch(self, env: dict[str, str]) -> int:
         watched = _snapshot(self.settings.rules_dir) if self.watch else None
@@ -200,10 +204,32 @@ class Supervisor:
                 log.warning("%s exited (code %s); restarting it (restart %d)", child.name, code, child.restarts)
                 time.sleep(min(child.restarts, 5))
                 child.start(env)
-            if self.redis and self.redis.process and self.redis.process.poll() is not None:
-                log.error("the embedded Redis exited; stopping")
-                return 1
+            self._keep_redis_up()
         return 0
+
+    def _keep_redis_up(self) -> None:
+        """Restart the embedded Redis on its data and port, with a growing pause, like any child.
+
+        Meanwhile the receiver answers Hana from its journal, and workers restart their loop;
+        the journal is fed once Redis is back.
+        """
+        redis_server = self.redis
+        if redis_server is None or redis_server.running or time.monotonic() < self._redis_retry_at:
+            return
+        self._redis_restarts += 1
+        log.error("the embedded Redis exited (code %s); restarting it on the same data (restart %d)",
+                  redis_server.exit_code, self._redis_restarts)  # fmt: skip
+        try:
+            redis_server.start()
+        except HanaRulesError as exc:
+            self._redis_wait = min(self._redis_wait * 2, 30.0)
+            self._redis_retry_at = time.monotonic() + self._redis_wait
+            log.error("the embedded Redis did not start (%s); next try in %.0fs", exc, self._redis_wait)
+            return
+        self._redis_wait = 0.5
+        log.warning("the embedded Redis is back on %s (restart %d); events journaled meanwhile are fed in",
+                    redis_server.url, self._redis_restarts)  # fmt: skip
+        self._write_runtime(f"http://{self.host}:{self.port}", redis_server.url)
 
     def _shutdown(self) -> None:
         web = [c for c in self.children if c.name == "web"]

@@ -15,7 +15,7 @@ from engine.runtime.connection import receiver_client
 from engine.runtime.events import EventStore
 from engine.runtime.intake import MAX_BODY_BYTES, Intake
 from engine.runtime.journal import Journal, JournalDrainer
-from engine.runtime.loading import RuleRegistry, load_rules
+from engine.runtime.loading import RuleRegistry
 from engine.web import admin, errors, health, hooks
 
 
@@ -28,14 +28,15 @@ def create_app(
 ) -> Flask:
     """Build the app; call it once per process (after a fork), never before.
 
-    The rule set is loaded here so a web process with broken rules refuses to start.
+    The rules are the running set (`RuleRegistry.boot`), never whatever the files on disk
+    say at this moment: a web process restarting while a file is half-edited still boots.
     """
     settings = with_generated_tokens(settings or load_settings())
-    rule_set = rule_set or load_rules(settings)
     if connection is None:
         if not settings.redis_url:
             raise ConfigError("no redis_url: `hana-rules web` needs REDIS_URL (or use `hana-rules serve`)")
         connection = receiver_client(settings.redis_url)
+    registry = RuleRegistry(connection, settings, rule_set) if rule_set else RuleRegistry.boot(connection, settings)
     store = EventStore(connection)
     journal = Journal(settings.data_dir)
 
@@ -44,7 +45,7 @@ def create_app(
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hana_rules.settings"] = settings
     app.extensions["hana_rules.redis"] = connection
-    app.extensions["hana_rules.registry"] = RuleRegistry(connection, settings, rule_set)
+    app.extensions["hana_rules.registry"] = registry
     app.extensions["hana_rules.journal"] = journal
     app.extensions["hana_rules.intake"] = Intake(settings, store, journal)
     app.extensions["hana_rules.actions"] = ActionStore(connection)

@@ -60,10 +60,17 @@ class WebServer(BaseApplication):  # type: ignore[misc]
         from engine.runtime.supervisor import remove_runtime, write_runtime
 
         host, port = self.options["bind"].rsplit(":", 1)
-        ensure_port_free(host.strip("[]"), int(port))
+        ensure_port_free(host.strip("[]"), int(port))  # before anything with a side effect
         if os.environ.get("HANA_RULES_SUPERVISED"):
             super().run()
             return
+        from engine.runtime.connection import worker_client
+        from engine.runtime.loading import RuleRegistry
+        from engine.runtime.metrics_folder import clear_multiprocess_dir
+
+        clear_multiprocess_dir()
+        # The running set stays what it is; these files are published only when none is yet.
+        RuleRegistry.boot(worker_client(str(self.settings.redis_url)), self.settings, publish_if_none=True)
         arbiter = os.getpid()
         write_runtime(self.settings.data_dir, url=f"http://{host}:{port}", redis_url=self.settings.redis_url)
         try:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -204,7 +205,7 @@ def test_sighup_and_watch_reload_the_rules_of_a_running_serve(tmp_path: Path) ->
         (rules / "r.yaml").write_text("rules:\n  - {id: one, on: lead.created}\n  - {id: two, on: lead.created}\n")
         wait_for(lambda: live_rules() == ["one", "two"], timeout=30, what="--watch to publish the edit")
         (rules / "r.yaml").write_text("rules:\n  - {id: broken, on: lead.creatd}\n")
-        wait_for(lambda: "were NOT reloaded" in served.stdout, timeout=30, what="the broken edit to be refused")
+        wait_for(lambda: "were NOT published" in served.stdout, timeout=30, what="the broken edit to be refused")
         assert live_rules() == ["one", "two"]  # the running set stays
         (rules / "r.yaml").write_text("rules:\n  - {id: three, on: lead.created}\n")
         process.send_signal(signal.SIGHUP)
@@ -250,3 +251,121 @@ def test_a_standalone_web_records_where_it_runs_only_while_it_runs(tmp_path: Pat
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert events.returncode == 1
     assert "no running server found" in events.stderr
+
+
+def test_serve_outlives_its_embedded_redis_killed_and_loses_no_event(tmp_path: Path) -> None:
+    """kill -9 of the embedded redis-server: Hana keeps getting 200 (the journal), serve starts Redis
+    again on its data, and every event is processed exactly once afterwards."""
+    with serve(tmp_path, free_port()) as served:
+        url = served.url_for("lead.created")
+        redis_pid = served.runtime()["children"]["redis"]
+        answers, started = [], time.monotonic()
+        posted = 0
+        while time.monotonic() - started < 10:
+            if posted == 5:
+                os.kill(redis_pid, signal.SIGKILL)  # mid-stream
+            body = json.loads(sample_bytes())
+            body["lead"]["id"] = f"L{posted}"
+            answers.append(requests.post(url, json=body, timeout=10))
+            posted += 1
+            time.sleep(0.05)  # Hana's pace, not a wait for anything
+        assert [a.status_code for a in answers] == [200] * posted
+        assert "the embedded Redis exited (code -9); restarting it on the same data (restart 1)" in served.stderr
+        ids = [a.json()["event_id"] for a in answers]
+        client = redis.Redis.from_url(served.runtime()["redis_url"])
+        store = EventStore(client)
+
+        def all_processed() -> bool:
+            events = [store.load(i) for i in ids]
+            return all(e is not None and e.status is EventStatus.DONE for e in events)
+
+        wait_for(all_processed, timeout=120, what="every event, journaled or not, to be processed")
+        assert [store.load(i).runs for i in ids] == [1] * posted  # exactly once
+        assert served.runtime()["children"]["redis"] != redis_pid
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0
+
+
+def gunicorn_workers(served: Served) -> list[int]:
+    """The gunicorn worker processes under serve's web child (their command line is the arbiter's)."""
+    web = served.runtime()["children"]["web"]
+    return sorted(pid for pid in descendants(web))
+
+
+def test_a_web_process_restarting_while_a_rule_file_is_half_edited_boots_from_the_running_set(
+    tmp_path: Path,
+) -> None:
+    with serve(tmp_path, free_port(), web_workers=2) as served:
+        url = served.url_for("lead.created")
+        [edited] = sorted((tmp_path / "rules").glob("*.yaml"))[:1]
+        edited.write_text(edited.read_text()[:200])  # the editor saved half of it
+        before = gunicorn_workers(served)
+        os.kill(before[0], signal.SIGKILL)  # gunicorn starts another in its place, which loads the rules
+        wait_for(lambda: len(set(gunicorn_workers(served)) - set(before)) == 1, what="a new web process")
+        for _ in range(10):
+            answer = requests.post(url, data=sample_bytes(), headers={"Content-Type": "application/json",
+                                   "Connection": "close"}, timeout=10)  # fmt: skip
+            assert answer.status_code == 200
+        assert served.process.poll() is None, served.stderr
+        assert "Worker failed to boot" not in served.stderr
+        ready = requests.get(url.split("/hooks/")[0] + "/readyz", timeout=10).json()
+        assert ready["rules"]["count"] == 6  # the running set, not the half file
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0
+
+
+def start_web(folder: Path, redis_url: str, port: int, rules: str) -> subprocess.Popen[bytes]:
+    (folder / "rules").mkdir(parents=True, exist_ok=True)
+    (folder / "rules" / "r.yaml").write_text(rules)
+    (folder / "hana-rules.yaml").write_text(f"data_dir: var\nrules_dir: rules\nredis_url: {redis_url}\n"
+                                            "admin_token: admin-token-for-the-test-0123\n")  # fmt: skip
+    command = [sys.executable, "-m", "engine.cli", "web", "--config", str(folder / "hana-rules.yaml"),
+               "--port", str(port)]  # fmt: skip
+    with open(folder / "stderr.txt", "ab") as err:
+        return subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def rule_ids(port: int) -> list[str]:
+    answer = requests.get(f"http://127.0.0.1:{port}/admin/rules", timeout=10,
+                          headers={"Authorization": "Bearer admin-token-for-the-test-0123"})  # fmt: skip
+    return [rule["id"] for rule in answer.json()["rules"]]
+
+
+def test_starting_one_web_never_changes_the_rules_the_others_run(tmp_path: Path) -> None:
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    with EmbeddedRedis(tmp_path / "redis") as shared:
+        port, other_port = free_port(), free_port()
+        web = start_web(first, shared.url, port, "rules:\n  - {id: published, on: lead.created}\n")
+        processes = [web]
+        try:
+            wait_for(lambda: rule_ids(port) if _answers(port) else None, timeout=60, what="the first web")
+            metrics = first / "var" / "metrics"
+            requests.post(f"http://127.0.0.1:{port}/hooks/lead.created", json={}, timeout=10)  # some counters
+            counters = sorted(metrics.glob("*.db"))
+            assert counters
+            # Another machine starts with other files: it runs the published set and says so.
+            processes.append(start_web(second, shared.url, other_port, "rules:\n  - {id: local, on: lead.created}\n"))
+            wait_for(lambda: _answers(other_port), timeout=60, what="the second web")
+            assert rule_ids(other_port) == rule_ids(port) == ["published"]
+            assert "differ from the published set" in (second / "stderr.txt").read_text()
+            # A web started by mistake on a busy port: refused before any side effect.
+            shutil.copytree(first, third, dirs_exist_ok=True)
+            (third / "rules" / "r.yaml").write_text("rules:\n  - {id: mistaken, on: lead.created}\n")
+            shared_client = redis.Redis.from_url(shared.url)
+            shared_client.delete("hr:rules")  # even when nothing is published, it must publish nothing
+            refused = start_web(third, shared.url, port, (third / "rules" / "r.yaml").read_text())
+            assert refused.wait(60) == 1
+            assert not shared_client.exists("hr:rules")
+            assert sorted(metrics.glob("*.db")) == counters  # the running web's counters are kept
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.ConnectionError:
+        return False

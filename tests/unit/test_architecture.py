@@ -41,3 +41,14 @@ def test_pure_modules_shared_by_every_layer_do_no_io() -> None:
     for module in ("hana.py", "durations.py", "envsubst.py", "errors.py", "redaction.py", "state.py"):
         banned = {"flask", "redis", "rq", "requests"}
         assert not {n.split(".")[0] for n in imports_of(ENGINE / module)} & banned, module
+
+
+def test_the_commands_name_the_metrics_folder_before_prometheus_client_is_imported() -> None:
+    """prometheus_client picks its multiprocess mode at its first import: a `web` or `worker` that
+    imported it before the folder was named counted in memory, where no /metrics page could see it."""
+    import subprocess
+    import sys
+
+    check = "import sys, engine.cli; print('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
