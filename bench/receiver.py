@@ -219,6 +219,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are printed (default 5)")
     parser.add_argument("--diagnose", action="store_true", help="also run hana-rules-lpush (see the docstring)")
+    parser.add_argument("--redis-fsync", choices=("always", "everysec"), default="everysec",
+                        help="appendfsync of the benchmark's Redis (default everysec; see README, Durability)")
     parser.add_argument("--journal-backlog", type=int, default=0, metavar="N",
                         help="measure answer times while N journaled events drain instead (see the docstring)")
     defaults = load_settings(env={})
@@ -249,7 +251,7 @@ def main() -> None:
         rounds: dict[str, list[dict]] = {"bare": [], "one-write": [], "hana-rules": []}
         if arguments.diagnose:
             rounds["hana-rules-lpush"] = []
-        with EmbeddedRedis(work / "redis") as server:
+        with EmbeddedRedis(work / "redis", fsync=arguments.redis_fsync) as server:
             # Interleaved rounds, every other one in reverse order: this machine's speed drifts by
             # tens of percent within a minute, so each app is compared with its neighbours in time.
             for number in range(1, arguments.rounds + 1):
@@ -268,7 +270,7 @@ def main() -> None:
     results = {kind: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for kind, runs in rounds.items()}
     print(f"\nreceiver, {arguments.connections} connections, {arguments.duration}s x {arguments.rounds} interleaved "
           f"rounds (medians), gunicorn gthread {arguments.workers} workers x {arguments.threads} threads, "
-          f"same settings for all")  # fmt: skip
+          f"same settings for all, Redis appendfsync {arguments.redis_fsync}")  # fmt: skip
     print(f"{'app':<17} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs one-write':>13}"
           f" {'web CPU µs/ev':>14} {'Redis CPU µs/ev':>16}")  # fmt: skip
     for kind, result in results.items():

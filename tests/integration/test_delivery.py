@@ -381,12 +381,12 @@ def test_recheck_drops_the_delayed_actions_when_the_rule_no_longer_holds(deploy)
 
 
 def test_a_delay_whose_rule_is_gone_after_a_reload_is_dropped_with_a_note(deploy) -> None:
-    from engine.rules.compiler import compile_texts
-
     deployment = deploy(DELAY_RULES)
     event_id = deployment.post("lead.created", _lead("open"))
     deployment.run_burst()
-    end_delays(deployment, rule_set=compile_texts({"r.yaml": "rules: []"}))
+    (deployment.settings.rules_dir / "rules.yaml").write_text("rules: []\n")
+    assert deployment.admin("POST", "/admin/reload").status_code == 200
+    end_delays(deployment)
     later = deployment.actions(event_id)[2]
     assert later.status == "dropped" and "gone from the current rule set" in later.error
 

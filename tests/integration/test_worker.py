@@ -18,6 +18,7 @@ from engine.runtime.journal import Journal
 from engine.runtime.queues import JOB_TIMEOUT, event_job_id, queue
 from engine.runtime.retention import Retention
 from engine.runtime.worker import MAINTENANCE_INTERVAL, WORKER_TTL, build_worker
+from tests.conftest import SHOP_A
 from tests.helpers import sample_bytes
 
 
@@ -132,3 +133,17 @@ def test_retention_trims_finished_events_by_count_with_their_records(
     redis_client.zadd("hr:events", {"ancient": 1})  # an index entry whose event is long gone
     assert retention.trim(max_events=100) == 1
     assert redis_client.ttl(f"hr:event:{ids[-1]}") == -1  # nothing expires by itself: only finished events go
+
+
+def test_a_body_without_application_id_belongs_to_its_tokens_application(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Rules limited to an application must not silently skip its events that lack application.id."""
+    rule = f"{{id: shop-a-only, on: lead.created, applications: [{SHOP_A}]}}"
+    rule_set = compile_texts({"r.yaml": f"rules:\n  - {rule}\n"})
+    event_id = accept(settings, redis_client, b'{"lead": {"id": "L1"}}')  # the token is Shop A's
+    build_worker(settings, redis_client, rule_set=rule_set).work(burst=True)
+    event = EventStore(redis_client).load(event_id)
+    assert json.loads(event.fields["matched"]) == ["shop-a-only"]
+    assert event.context["application"] == {"id": SHOP_A, "name": "Shop A"}
+    assert "application.id is missing; the webhook token's application is used" in event.warnings
