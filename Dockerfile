@@ -11,7 +11,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 WORKDIR /app
 COPY rules ./rules
-RUN mkdir -p /app/var && chown hana:hana /app/var
+# Named volumes start with the image's ownership of their mount point: the journal, the metrics folder.
+RUN mkdir -p /app/var /app/metrics && chown hana:hana /app/var /app/metrics
 USER hana
 ENV PYTHONUNBUFFERED=1
 EXPOSE 8080

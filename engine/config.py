@@ -46,6 +46,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "rules_dir": _TEXT,
         "data_dir": _TEXT,
         "redis_url": {"type": ["string", "null"]},
+        "redis_fsync": {"enum": ["always", "everysec"]},
         "admin_token": {"type": ["string", "null"]},
         "host": _TEXT,
         "port": _COUNT,
@@ -155,6 +156,8 @@ class Settings:
     rules_dir: Path
     data_dir: Path
     redis_url: str | None = None
+    #: The embedded Redis's appendfsync: `always` (an event is on disk before Hana's 200) or `everysec`.
+    redis_fsync: str = "always"
     admin_token: str | None = None
     applications: tuple[Application, ...] = ()
     host: str = "127.0.0.1"
@@ -320,6 +323,7 @@ def _resolve(
         rules_dir=directory(raw.get("rules_dir") or "rules"),
         data_dir=directory(raw.get("data_dir") or "var"),
         redis_url=(raw.get("redis_url") or env.get("REDIS_URL") or None),
+        redis_fsync=raw.get("redis_fsync", "always"),
         admin_token=raw.get("admin_token") or _secret(env, "HANA_RULES_ADMIN_TOKEN", found_secrets),
         applications=_applications(raw.get("applications") or [], env, label, found_secrets),
         host=raw.get("host") or "127.0.0.1",

@@ -2,7 +2,8 @@
 
 Counters and histograms are recorded where things happen (receiver, workers);
 `PROMETHEUS_MULTIPROC_DIR` (set by `serve`, `web` and `worker` to
-`data_dir/metrics`) lets the web process add up every process's values. Gauges
+`data_dir/metrics`, or given: docker compose shares one folder between the web
+and worker containers) lets the web process add up every process's values. Gauges
 that describe Redis (queue depth, dead letters, journal depth, the rule-set
 version) are read at scrape time.
 """
@@ -10,14 +11,33 @@ version) are read at scrape time.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engine.runtime.metrics_folder import MULTIPROCESS_ENV
+
+
+def _process_identifier() -> str:
+    """Names this process's files in the shared folder: host and pid, since containers sharing one
+    folder (docker compose: web and scaled workers) all have small, equal pids."""
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+if os.environ.get(MULTIPROCESS_ENV):
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
 
 EVENTS_RECEIVED = Counter("hana_rules_events_received_total", "Events answered by the receiver.", ["type", "outcome"])
 RECEIVE_SECONDS = Histogram(

@@ -19,20 +19,12 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def prepare_multiprocess_dir(data_dir: Path, *, fresh: bool) -> None:
     """Point this process (and its children) at the shared metrics folder; `fresh` empties it.
 
-    `web` points first (before anything imports prometheus_client's values) and empties the
-    folder only once its port check passed (`clear_multiprocess_dir`): a second `web` started
-    by mistake must not wipe the counters of the one already running.
+    Only `serve` empties it, at its start, when every process writing there starts anew.
+    A `web` or `worker` never does: workers (or other containers sharing the folder) may be
+    running, and counters of processes gone must stay counted.
     """
     folder = Path(os.environ.get(MULTIPROCESS_ENV) or data_dir / "metrics")
     if fresh and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROCESS_ENV] = str(folder)
-
-
-def clear_multiprocess_dir() -> None:
-    """Forget the counters of processes that ran before this start (the folder stays)."""
-    folder = os.environ.get(MULTIPROCESS_ENV)
-    if folder:
-        for stale in Path(folder).glob("*.db"):
-            stale.unlink(missing_ok=True)

@@ -104,7 +104,7 @@ class Supervisor:
         try:
             redis_url = self.settings.redis_url
             if not redis_url:
-                self.redis = EmbeddedRedis(self.settings.data_dir / "redis").start()
+                self.redis = EmbeddedRedis(self.settings.data_dir / "redis", fsync=self.settings.redis_fsync).start()
                 redis_url = self.redis.url
             self.rules = RuleRegistry.boot(worker_client(redis_url), self.settings)
             self.reload("rules at start")  # the files on disk when valid; else the running set stays, and why

@@ -66,9 +66,7 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             return
         from engine.runtime.connection import worker_client
         from engine.runtime.loading import RuleRegistry
-        from engine.runtime.metrics_folder import clear_multiprocess_dir
 
-        clear_multiprocess_dir()
         # The running set stays what it is; these files are published only when none is yet.
         RuleRegistry.boot(worker_client(str(self.settings.redis_url)), self.settings, publish_if_none=True)
         arbiter = os.getpid()

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -369,3 +370,39 @@ def _answers(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
     except requests.ConnectionError:
         return False
+
+
+def test_web_and_workers_like_compose_services_add_up_on_one_metrics_page(tmp_path: Path) -> None:
+    """As docker compose runs them: separate data_dirs, one shared PROMETHEUS_MULTIPROC_DIR."""
+    shared_metrics = tmp_path / "metrics"
+    with EmbeddedRedis(tmp_path / "redis") as redis_server:
+        port = free_port()
+        environment = {**os.environ, "REDIS_URL": redis_server.url, "PROMETHEUS_MULTIPROC_DIR": str(shared_metrics),
+                       "HANA_RULES_ADMIN_TOKEN": "admin-token-for-the-test-0123",
+                       "HANA_WEBHOOK_TOKEN": "webhook-token-for-the-test-0123"}  # fmt: skip
+        processes = []
+        services = (("web", ["web", "--port", str(port)]), ("worker-1", ["worker"]), ("worker-2", ["worker"]))
+        for name, command in services:
+            folder = tmp_path / name
+            shutil.copytree(ROOT / "rules", folder / "rules")
+            with open(folder / "stderr.txt", "wb") as err:
+                processes.append(subprocess.Popen([sys.executable, "-m", "engine.cli", *command], cwd=folder,
+                                                  env=environment, stdout=subprocess.DEVNULL, stderr=err))  # fmt: skip
+        try:
+            wait_for(lambda: _answers(port), timeout=60, what="the web process")
+            url = f"http://127.0.0.1:{port}/hooks/lead.created?token=webhook-token-for-the-test-0123"
+            for index in range(4):
+                body = json.loads(sample_bytes())
+                body["lead"]["id"] = f"L{index}"
+                assert requests.post(url, json=body, timeout=10).status_code == 200
+            page = wait_for(lambda: (text := requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+                            and 'hana_rules_rule_matches_total{rule="normalize-phone-to-e164"} 4.0' in text and text,
+                            what="the workers' counters on the web's /metrics")  # fmt: skip
+            assert 'hana_rules_actions_total{kind="hana_update"' in page
+            # Files are named by host and pid: containers sharing the folder have equal small pids.
+            assert all(f"_{socket.gethostname()}_" in path.name for path in shared_metrics.glob("*.db"))
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
