@@ -93,8 +93,8 @@ def web(settings: Settings, host: str | None, port: int | None) -> None:
     prepare_multiprocess_dir(settings.data_dir, fresh=False)  # emptied once the port check passed
     from engine.web.server import WebServer
 
-    if not settings.redis_url:
-        raise click.ClickException("no Redis: set REDIS_URL or redis_url, or run `hana-rules serve`")
+    if not settings.redis_target:
+        raise click.ClickException("no Redis: set REDIS_URL, redis_url or redis_sentinel, or run `hana-rules serve`")
     WebServer(settings, host=host or settings.host, port=port or settings.port).run()
 
 
@@ -109,9 +109,9 @@ def worker(settings: Settings, burst: bool) -> None:
     from engine.runtime.connection import worker_client
     from engine.runtime.worker import run_worker
 
-    if not settings.redis_url:
-        raise click.ClickException("no Redis: set REDIS_URL or redis_url, or run `hana-rules serve`")
-    run_worker(settings, worker_client(settings.redis_url), burst=burst)
+    if not settings.redis_target:
+        raise click.ClickException("no Redis: set REDIS_URL, redis_url or redis_sentinel, or run `hana-rules serve`")
+    run_worker(settings, worker_client(settings.redis_target), burst=burst)
 
 
 def _rules_dir(settings: Settings, directory: str | None) -> Path:

@@ -47,6 +47,18 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "data_dir": _TEXT,
         "redis_url": {"type": ["string", "null"]},
         "redis_fsync": {"enum": ["always", "everysec"]},
+        "redis_sentinel": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["master", "nodes"],
+            "properties": {
+                "master": _TEXT,
+                "nodes": {"type": "array", "minItems": 1, "items": _TEXT},
+                "password": _TEXT,
+                "sentinel_password": _TEXT,
+                "tls": {"type": "boolean"},
+            },
+        },
         "admin_token": {"type": ["string", "null"]},
         "host": _TEXT,
         "port": _COUNT,
@@ -142,6 +154,17 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class RedisSentinel:
+    """Redis with replicas and Sentinel: ask the sentinels which server is the master, follow failovers."""
+
+    master: str
+    nodes: tuple[tuple[str, int], ...]
+    password: str | None = None
+    sentinel_password: str | None = None
+    tls: bool = False
+
+
+@dataclass(frozen=True)
 class LoopGuard:
     limit: int = 10
     per: float = 60.0
@@ -156,6 +179,7 @@ class Settings:
     rules_dir: Path
     data_dir: Path
     redis_url: str | None = None
+    redis_sentinel: RedisSentinel | None = None
     #: The embedded Redis's appendfsync: `always` (an event is on disk before Hana's 200) or `everysec`.
     redis_fsync: str = "always"
     admin_token: str | None = None
@@ -175,6 +199,11 @@ class Settings:
     delivery: Delivery = field(default_factory=Delivery)
     loop_guard: LoopGuard = field(default_factory=LoopGuard)
     secrets: frozenset[str] = frozenset()
+
+    @property
+    def redis_target(self) -> str | RedisSentinel | None:
+        """Where Redis is: Sentinel when configured, else `redis_url` (None: `serve` embeds one)."""
+        return self.redis_sentinel or self.redis_url
 
     @property
     def uses_default_application(self) -> bool:
@@ -324,6 +353,7 @@ def _resolve(
         data_dir=directory(raw.get("data_dir") or "var"),
         redis_url=(raw.get("redis_url") or env.get("REDIS_URL") or None),
         redis_fsync=raw.get("redis_fsync", "always"),
+        redis_sentinel=_sentinel(raw.get("redis_sentinel"), label, found_secrets),
         admin_token=raw.get("admin_token") or _secret(env, "HANA_RULES_ADMIN_TOKEN", found_secrets),
         applications=_applications(raw.get("applications") or [], env, label, found_secrets),
         host=raw.get("host") or "127.0.0.1",
@@ -363,6 +393,21 @@ def _resolve(
         ),
         secrets=frozenset(found_secrets),
     )
+
+
+def _sentinel(raw: dict[str, Any] | None, label: str, found_secrets: set[str]) -> RedisSentinel | None:
+    if raw is None:
+        return None
+    nodes = []
+    for index, node in enumerate(raw["nodes"]):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"expected host:port, such as sentinel-1:26379, got {node!r}", file=label,
+                              key=f"redis_sentinel.nodes[{index}]")  # fmt: skip
+        nodes.append((host.strip("[]"), int(port)))
+    found_secrets.update(v for v in (raw.get("password"), raw.get("sentinel_password")) if v)
+    return RedisSentinel(master=raw["master"], nodes=tuple(nodes), password=raw.get("password") or None,
+                         sentinel_password=raw.get("sentinel_password") or None, tls=bool(raw.get("tls")))  # fmt: skip
 
 
 def _applications(

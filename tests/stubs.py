@@ -272,3 +272,43 @@ def tcp_proxy(target_port: int) -> Iterator[TcpProxy]:
         proxy.cut()
         proxy.listener.close()
         thread.join(5)
+
+
+class TlsRelay(TcpProxy):
+    """A TLS-terminating TCP relay on 127.0.0.1 to a plain server: Redis over TLS (`rediss://`),
+    as a managed Redis offers it, with a test certificate authority."""
+
+    def __init__(self, target_port: int, context: Any) -> None:
+        super().__init__(target_port)
+        self.context = context
+        self.url = f"rediss://127.0.0.1:{self.port}/0"
+
+    def serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                client = self.context.wrap_socket(raw, server_side=True)
+            except OSError:
+                raw.close()  # a client that does not speak TLS, or does not trust us
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+
+@contextmanager
+def tls_relay(target_port: int, context: Any) -> Iterator[TlsRelay]:
+    relay = TlsRelay(target_port, context)
+    thread = threading.Thread(target=relay.serve, daemon=True)
+    thread.start()
+    try:
+        yield relay
+    finally:
+        relay.cut()
+        relay.listener.close()
+        thread.join(5)

@@ -7,6 +7,7 @@ delivery (`delivery`) can both use it without importing each other.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import redis
@@ -17,12 +18,15 @@ from engine.actions.policy import OutboundPolicy
 from engine.config import Settings, load_settings, with_generated_tokens
 from engine.rules.ruleset import RuleSet
 from engine.runtime.action_state import ActionStore
+from engine.runtime.connection import ReplicaCount, replicated
 from engine.runtime.echo import EchoMemory
 from engine.runtime.events import EventStore
 from engine.runtime.loading import RuleRegistry
 from engine.runtime.retention import Retention
 from engine.runtime.state_store import StateStore
 from engine.runtime.throttle import SlidingWindow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +44,14 @@ class WorkerContext:
         """Every value that must never be shown: from the settings and from the running rule set."""
         return self.settings.secrets | self.rules.rule_set.secrets
 
+    def settle(self) -> None:
+        """With replicas (Sentinel), wait until one has what this worker just wrote, so that a failover
+        right after does not take back a commit or a delivery record (best effort, 1 s)."""
+        if self.replicas and self.replicas.online() and not self.connection.wait(1, 1000):
+            log.warning("no replica acknowledged the last write within 1 s; a failover now could take it back")
+
     def __post_init__(self) -> None:
+        self.replicas = ReplicaCount(self.connection) if replicated(self.settings.redis_target) else None
         self.events = EventStore(self.connection)
         self.states = StateStore(self.connection)
         self.actions = ActionStore(self.connection)

@@ -153,6 +153,7 @@ def _record(context: WorkerContext, record: ActionRecord, job_id: str, outcome: 
         try:
             context.actions.finish(record.id, job_id, outcome, attempt=attempt, error=error, response=shown,
                                    request=request, retry_in=retry_in)  # fmt: skip
+            context.settle()
             return
         except (redis.ConnectionError, redis.OutOfMemoryError) as exc:
             # A `done` is recorded even at maxmemory (action.lua); a retry job needs room: make some.

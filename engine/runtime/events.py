@@ -236,6 +236,10 @@ class EventStore:
             replies = pipe.execute()
         return [self._outcome(event, reply) for event, reply in zip(events, replies, strict=True)]
 
+    def replicated(self, *, timeout_ms: int) -> bool:
+        """Whether a replica has every write this thread made (WAIT): after a failover, it still will."""
+        return int(self._own_connections.execute("WAIT", 1, timeout_ms)) >= 1
+
     @staticmethod
     def _arguments(event: ReceivedEvent, from_journal: bool) -> tuple[Any, ...]:
         return (

@@ -21,12 +21,15 @@ import redis
 
 from engine.config import Application, Settings
 from engine.hana import application_id_of, entity_id_of, entity_of, iso_from_microseconds
+from engine.runtime.connection import ReplicaCount, replicated
 from engine.runtime.events import EventStore, Outcome, ReceivedEvent, new_event_id
 from engine.runtime.journal import Journal
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+#: With Sentinel, how long an answer waits for a replica to have the event (then it is journaled too).
+REPLICA_WAIT_MS = 100
 #: Hana's bodies are four levels deep; anything past this is not an event.
 MAX_DEPTH = 32
 
@@ -54,6 +57,7 @@ class Intake:
         self.store = store
         self.journal = journal
         self._tokens = tuple((app.webhook_token.encode(), app) for app in settings.applications)
+        self._replicas = ReplicaCount(store.connection) if replicated(settings.redis_target) else None
 
     def authenticate(self, token: str | None) -> Application | None:
         """The application owning `token`, compared in constant time against every token."""
@@ -106,6 +110,11 @@ class Intake:
         if not self.journal.queues_behind(event):
             try:
                 outcome, event_id = self.store.accept(event)
+                if self._replicas and self._replicas.online() and outcome is not Outcome.DUPLICATE and not (
+                        self.store.replicated(timeout_ms=REPLICA_WAIT_MS)):  # fmt: skip
+                    # Only the master has it: a failover now would lose it. Keep a copy; feeding it
+                    # later is a no-op if the master kept it, and stores it again if it did not.
+                    self.journal.append(event, outage=False)
                 return Receipt(outcome, event_id, event.quarantine_reason)
             except redis.RedisError as exc:
                 log.warning("event %s: Redis unavailable (%s); writing to the journal", event.id, exc)

@@ -170,6 +170,8 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
                   "error": redact(f"{type(exc).__name__}: {exc}", context.secrets)}  # fmt: skip
         return commit(CommitPlan(event_fields=failed, finished=True))
     outcome = commit(plan)
+    if outcome is Commit.OK:
+        context.settle()
     if outcome is Commit.OK and plan.event_fields.get("matched"):
         with context.connection.pipeline(transaction=False) as pipe:
             for rule_id in plan.event_fields["matched"]:

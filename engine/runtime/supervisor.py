@@ -29,7 +29,7 @@ from engine.errors import HanaRulesError
 from engine.hana import EVENT_TYPES
 from engine.rules.errors import RuleSetError
 from engine.rules.loader import rule_files
-from engine.runtime.connection import worker_client
+from engine.runtime.connection import describe, worker_client
 from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
 from engine.runtime.loading import RuleRegistry
 from engine.runtime.ports import ensure_port_free
@@ -102,13 +102,14 @@ class Supervisor:
         # Before anything starts: another instance's /healthz must not pass for ours.
         ensure_port_free(self.host, self.port)
         try:
-            redis_url = self.settings.redis_url
-            if not redis_url:
+            target = self.settings.redis_target
+            env = {**os.environ, "HANA_RULES_SUPERVISED": "1"}
+            if not target:
                 self.redis = EmbeddedRedis(self.settings.data_dir / "redis", fsync=self.settings.redis_fsync).start()
-                redis_url = self.redis.url
-            self.rules = RuleRegistry.boot(worker_client(redis_url), self.settings)
+                target = env["REDIS_URL"] = self.redis.url
+            redis_url = describe(target)
+            self.rules = RuleRegistry.boot(worker_client(target), self.settings)
             self.reload("rules at start")  # the files on disk when valid; else the running set stays, and why
-            env = {**os.environ, "REDIS_URL": redis_url, "HANA_RULES_SUPERVISED": "1"}
             if self.settings.config_file:
                 env["HANA_RULES_CONFIG"] = str(self.settings.config_file)
             web = Child("web", self._command("web", "--host", self.host, "--port", str(self.port)))

@@ -86,11 +86,16 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
     stop = threading.Event()
     worked = False
     wait = 1.0
+    restarted = False
     while True:
         try:
             worker = build_worker(settings, connection)
             context = worker_context.current()
             delivery.adopt_legacy_actions(context)
+            if restarted:
+                # The jobs this worker held when Redis failed are gone with their failure: drain every
+                # lead nobody drains now, rather than in a minute (actions: their leases do it).
+                jobs.sweep_stalled_queues(connection, older_than=0)
             log.info("worker: rule set %s, %d rules", context.rule_set.version, len(context.rule_set.rules))
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
             worked = worker.work(burst=burst, with_scheduler=True, logging_level=level) or worked
@@ -102,6 +107,7 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
             _make_room(connection, settings)
         except redis.RedisError as exc:
             log.error("worker: Redis unavailable (%s); starting again in %.0fs", exc, wait)
+        restarted = True
         _stop_on_signal(stop)
         if stop.wait(wait):
             return worked

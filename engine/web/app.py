@@ -33,9 +33,9 @@ def create_app(
     """
     settings = with_generated_tokens(settings or load_settings())
     if connection is None:
-        if not settings.redis_url:
-            raise ConfigError("no redis_url: `hana-rules web` needs REDIS_URL (or use `hana-rules serve`)")
-        connection = receiver_client(settings.redis_url)
+        if not settings.redis_target:
+            raise ConfigError("no Redis: `hana-rules web` needs REDIS_URL or redis_sentinel (or `hana-rules serve`)")
+        connection = receiver_client(settings.redis_target)
     registry = RuleRegistry(connection, settings, rule_set) if rule_set else RuleRegistry.boot(connection, settings)
     store = EventStore(connection)
     journal = Journal(settings.data_dir)

@@ -64,13 +64,14 @@ class WebServer(BaseApplication):  # type: ignore[misc]
         if os.environ.get("HANA_RULES_SUPERVISED"):
             super().run()
             return
-        from engine.runtime.connection import worker_client
+        from engine.runtime.connection import describe, worker_client
         from engine.runtime.loading import RuleRegistry
 
         # The running set stays what it is; these files are published only when none is yet.
-        RuleRegistry.boot(worker_client(str(self.settings.redis_url)), self.settings, publish_if_none=True)
+        RuleRegistry.boot(worker_client(self.settings.redis_target), self.settings, publish_if_none=True)
         arbiter = os.getpid()
-        write_runtime(self.settings.data_dir, url=f"http://{host}:{port}", redis_url=self.settings.redis_url)
+        where = describe(self.settings.redis_target)
+        write_runtime(self.settings.data_dir, url=f"http://{host}:{port}", redis_url=where)
         try:
             super().run()
         finally:
