@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +24,9 @@ from engine.rules.loader import LoadedFiles, SourceFile, inner_path, load_direct
 from engine.rules.ruleset import Action, Rule, RuleSet, RuleTest, Throttle
 from engine.rules.schema import ACTION_KINDS
 from engine.rules.templates import template_sources
+
+#: What a date can be apart from another (Python's timedelta): a delay or a throttle window beyond is a mistake.
+_LONGEST = timedelta.max.total_seconds()
 
 
 def expand_events(patterns: list[str]) -> frozenset[str]:
@@ -48,12 +51,16 @@ class _FileCompiler:
         line, column = self.source.document.position(path)
         self.errors.append(RuleError(self.source.name, line, column, message, rule_id, inner_path(path), hint))
 
+    def entries(self, section: str, broken: frozenset[int]) -> list[tuple[int, dict[str, Any]]]:
+        """The entries of `rules:` or `tests:` that passed the schema (a misshapen section has none)."""
+        items = self.source.document.value.get(section)
+        if not isinstance(items, list):
+            return []
+        return [(index, spec) for index, spec in enumerate(items) if index not in broken and isinstance(spec, dict)]
+
     def rules(self, first_order: int) -> list[Rule]:
-        document = self.source.document.value
         compiled = []
-        for index, spec in enumerate(document.get("rules") or []):
-            if index in self.source.broken_rules:
-                continue
+        for index, spec in self.entries("rules", self.source.broken_rules):
             rule = self.rule(spec, ("rules", index), first_order + index)
             if rule is not None:
                 compiled.append(rule)
@@ -109,10 +116,14 @@ class _FileCompiler:
     @staticmethod
     def duration(value: Any, where: tuple[Any, ...], report: Any) -> float | None:
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             report(where, str(exc), None)
             return None
+        if not seconds <= _LONGEST:  # also NaN and infinity (`1e400`)
+            report(where, f"a duration must be shorter than {timedelta.max.days:,} days, got {value!r}", None)
+            return None
+        return seconds
 
     def actions(self, specs: list[dict[str, Any]], report: Any, conditions: ConditionCompiler) -> list[Action]:
         actions = []
@@ -138,7 +149,7 @@ class _FileCompiler:
 
     def tests(self) -> list[RuleTest]:
         tests = []
-        for index, spec in enumerate(self.source.document.value.get("tests") or []):
+        for index, spec in self.entries("tests", self.source.broken_tests):
             event_type = canonical_event_type(spec["event"])
             if event_type is None:
                 self.error(("tests", index, "event"), f"a test needs one concrete event type, got {spec['event']!r}")

@@ -19,13 +19,15 @@ from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext import parse as parse_jsonpath
 
 from engine.rules.operators import MODIFIERS, OPERATORS, Modifiers, OperandError, build_test, equality
-from engine.rules.templates import CONTEXT_NAMES, TemplateRenderError, compile_template
+from engine.rules.templates import CONTEXT_NAMES, TemplateLimitError, TemplateRenderError, compile_template
 from engine.rules.values import MISSING
 
 Check = Callable[[dict[str, Any], Any, Any], bool]
 Report = Callable[[tuple[str | int, ...], str, str | None], None]
 
 ENTITY_ROOTS = ("lead", "opportunity")
+#: jsonpath-ng evaluates one step per Python frame or two: bounded like the nesting of rule files.
+MAX_JSONPATH_STEPS = 50
 _SIMPLE_JSONPATH = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -279,6 +281,9 @@ class ConditionCompiler:
         if not isinstance(expression, str):
             self.report(where, "path: expects a JSONPath such as $.lead.baseName.rawData", None)
             return None
+        if expression.count(".") + expression.count("[") > MAX_JSONPATH_STEPS:
+            self.report(where, f"this JSONPath has more than {MAX_JSONPATH_STEPS} steps", "shorten it, e.g. with `..`")
+            return None
         if _SIMPLE_JSONPATH.fullmatch(expression):  # a direct getter is ~20× faster than jsonpath-ng
             getter = field_getter(tuple(expression[2:].split(".")))
             return lambda body: [] if (value := getter(body)) is MISSING else [value]
@@ -293,6 +298,9 @@ class ConditionCompiler:
         """Compile a template and check its names; None (reported) when it cannot be used."""
         try:
             template = compile_template(str(source))
+        except TemplateLimitError as exc:
+            self.report(where, exc.message or "this template is nested too deeply", exc.hint)
+            return None
         except TemplateSyntaxError as exc:
             self.report(where, f"template syntax error: {exc.message}", None)
             return None

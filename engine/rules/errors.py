@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from engine.errors import HanaRulesError
+
+#: Line breaks and other control characters, which a key or a quoted value may hold (`"a\nb": 1`).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped, so that an error is always one line."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,7 @@ class RuleError:
         rule = f" [{self.rule_id}]" if self.rule_id else ""
         path = f" {self.path}:" if self.path else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}{rule}{path} {self.message}{hint}"
+        return one_line(f"{where}{rule}{path} {self.message}{hint}")
 
     def as_json(self) -> dict[str, object]:
         return {

@@ -26,6 +26,8 @@ class SourceFile:
     document: Document
     #: rule indexes with schema errors: not compiled further, so one mistake gives one message
     broken_rules: frozenset[int] = frozenset()
+    #: the same for the `tests:` entries
+    broken_tests: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,19 @@ def load_texts(texts: Mapping[str, str], env: Mapping[str, str]) -> LoadedFiles:
         try:
             document = load_yaml(text, env)
         except YamlError as exc:
-            errors.append(RuleError(name, exc.line, exc.column, exc.message, hint=exc.hint))
+            errors.append(RuleError(name, exc.line, exc.column, exc.message, exc.rule_id, inner_path(exc.path),
+                                    exc.hint))  # fmt: skip
             continue
         if document.value is None:
             document.value = {}
+        shape = shape_error(name, document)
+        if shape is not None:
+            errors.append(shape)
+            continue
         file_errors, broken = schema_errors(name, document)
         errors.extend(file_errors)
-        files.append(SourceFile(name=name, document=document, broken_rules=frozenset(broken)))
+        files.append(SourceFile(name=name, document=document, broken_rules=frozenset(broken.get("rules", ())),
+                                broken_tests=frozenset(broken.get("tests", ()))))  # fmt: skip
     return LoadedFiles(files=tuple(files), errors=tuple(errors), version=digest.hexdigest()[:12])
 
 
@@ -105,16 +113,38 @@ def inner_path(path: tuple[Any, ...]) -> str:
     return "/".join(str(p) for p in path)
 
 
-def schema_errors(name: str, document: Document) -> tuple[list[RuleError], set[int]]:
+_RULE_KEYS = frozenset(("id", "on", "when", "then", "vars", "priority", "throttle"))
+
+
+def shape_error(name: str, document: Document) -> RuleError | None:
+    """A file that is not a mapping of `rules:`/`tests:` at all: one error that says what to write."""
+    value = document.value
+    line, column = document.position(())
+    if isinstance(value, list):
+        return RuleError(name, line, column, "a rule file is a mapping with `rules:` (and optionally `tests:`), "
+                         "not a list", hint="write `rules:` above your list and indent the list under it")  # fmt: skip
+    if not isinstance(value, dict):
+        return RuleError(name, line, column, f"a rule file is a mapping with `rules:` (and optionally `tests:`), "
+                         f"not {_kind(value)}", hint="start the file with `rules:` and write each rule under it "
+                         "as a list item: `  - id: my-rule`")  # fmt: skip
+    if "rules" not in value and "tests" not in value and _RULE_KEYS & set(value):
+        return RuleError(name, line, column, "this looks like a rule, but a rule file lists its rules under `rules:`",
+                         hint="write `rules:` on the first line and make the rule a list item under it: "
+                         "`  - id: my-rule`")  # fmt: skip
+    return None
+
+
+def schema_errors(name: str, document: Document) -> tuple[list[RuleError], dict[str, set[int]]]:
+    """Every schema error, and per section (`rules`, `tests`) the indexes of entries that have one."""
     found: list[RuleError] = []
-    broken: set[int] = set()
+    broken: dict[str, set[int]] = {}
     for error in _VALIDATOR.iter_errors(document.value):
         path = tuple(error.absolute_path)
         message, hint, at = _explain(error, path)
         line, column = document.position(at)
         found.append(RuleError(name, line, column, message, rule_id_at(document, path), inner_path(at), hint))
-        if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
-            broken.add(path[1])
+        if len(path) >= 2 and path[0] in ("rules", "tests") and isinstance(path[1], int):
+            broken.setdefault(path[0], set()).add(path[1])
     return found, broken
 
 
@@ -126,6 +156,9 @@ def _explain(error: Any, path: tuple[Any, ...]) -> tuple[str, str | None, tuple[
         allowed = sorted(schema.get("properties", {}))
         unknown = sorted(str(k) for k in set(instance) - set(allowed))
         key = unknown[0]
+        if not path:
+            return (f"unknown top-level key {key!r}: a rule file holds `rules:` and optionally `tests:`",
+                    suggest(key, allowed), (key,))  # fmt: skip
         where = "in a condition" if "field" in allowed else "here"
         what = "operator or key" if "field" in allowed else "key"
         return f"unknown {what} {key!r} {where}", suggest(key, allowed), (*path, key)
@@ -136,7 +169,9 @@ def _explain(error: Any, path: tuple[Any, ...]) -> tuple[str, str | None, tuple[
         wanted = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         names = {"object": "a mapping", "array": "a list", "string": "a text", "integer": "a whole number",
                  "number": "a number", "boolean": "true or false", "null": "nothing"}  # fmt: skip
-        return f"expected {' or '.join(names.get(w, w) for w in wanted)}, got {_kind(instance)}", None, path
+        message = f"expected {' or '.join(str(names.get(w, w)) for w in wanted)}, got {_kind(instance)}"
+        section = path if len(path) == 1 else (path[0], 0) if len(path) == 2 else None
+        return message, _SHAPE_HINTS.get(section) if section else None, path
     if validator == "pattern" and schema.get("pattern") == EVENT_PATTERN:
         return (f"unknown event type {instance!r}; use lead.created … opportunity.deleted, ticket.*, "
                 "or wildcards lead.*, *.created, *", suggest(str(instance), EVENT_NAMES), path)  # fmt: skip
@@ -151,6 +186,14 @@ def _explain(error: Any, path: tuple[Any, ...]) -> tuple[str, str | None, tuple[
     if validator == "minItems":
         return "this list is empty", None, path
     return error.message, None, path
+
+
+_SHAPE_HINTS: dict[tuple[Any, ...], str] = {
+    ("rules",): "write each rule under `rules:` as a list item starting with `- `: `  - id: my-rule`",
+    ("tests",): "write each test under `tests:` as a list item starting with `- `: `  - name: my-test`",
+    ("rules", 0): "a rule is a mapping such as `- id: my-rule` with `on:`, `when:` and `then:` under it",
+    ("tests", 0): "a test is a mapping such as `- name: my-test` with `event:`, `payload:` and `expect:` under it",
+}
 
 
 def _kind(value: Any) -> str:

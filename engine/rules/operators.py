@@ -301,6 +301,9 @@ def _within(operand: Any, modifiers: Modifiers) -> Test:
         span = timedelta(seconds=parse_duration(operand))
     except ValueError as exc:
         raise OperandError(f"within expects a duration: {exc}") from None
+    except OverflowError:  # 1e400, 99999999999d: longer than any date can be apart
+        longest = f"{timedelta.max.days:,} days"
+        raise OperandError(f"within expects a duration shorter than {longest}, got {operand!r}") from None
 
     def test(value: Any) -> bool:
         moment = parse_hana_date(value)

@@ -3,8 +3,9 @@
 - Only rule files are template source; lead data is only ever a value.
 - A template that is exactly one expression keeps its value's type
   (`"{{ vars.score + 1 }}"` is the number 4); values are never re-parsed from text.
-- The sandbox also bounds what Jinja's own does not: powers, repetition, `%`
-  formatting, `range`, padding filters, and the output size.
+- The sandbox also bounds what Jinja's own does not: every render has a budget
+  (loop iterations, sizes of what it builds, range, powers, output); see sandbox.py.
+  Nesting is bounded at load, so neither parsing nor rendering can recurse deep.
 - Names outside the rule context are load errors; an attribute missing at
   render time is a clear error (use `| default(...)`).
 - Compiled templates are cached by source, so a reload of 1,000 rules does not
@@ -16,7 +17,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,39 +25,37 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateAssertionError, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.hana import parse_hana_date
+from engine.rules.sandbox import (
+    LOOP_FILTER,
+    MAX_OUTPUT,
+    BoundedSandbox,
+    TemplateRenderError,
+    bound_filters,
+    bounded_range,
+    start_render,
+    weight,
+)
 from engine.rules.text import unaccent
 
-MAX_OUTPUT = 256 * 1024
-MAX_RANGE = 10_000
-MAX_EXPONENT = 64
+#: Brackets inside brackets: Jinja's parser spends ~15 Python frames on each level.
+MAX_BRACKETS = 20
+#: Expressions, filters and blocks inside each other (`a + b + c` is two levels): ~4 frames each to compile.
+MAX_NESTING = 40
 #: The names a template may use: SPEC §5's context.
 CONTEXT_NAMES = frozenset(
     ("event", "application", "lead", "opportunity", "raw", "previous", "changes", "conversation", "vars")
 )
-_UNSAFE_STR_METHODS = frozenset(
-    ("center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map", "encode", "translate")
-)
 _SINGLE_EXPRESSION = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
 
 
-class TemplateRenderError(Exception):
-    """A template failed for this event; the action fails with this message, it is not retried."""
+class TemplateLimitError(TemplateError):
+    """A template refused at load because it is nested too deeply to parse and compile safely."""
 
-
-_budget = threading.local()
-
-
-def _bounded_range(*arguments: int) -> range:
-    """`range` with one budget per render, so nested loops cannot multiply it."""
-    span = range(*arguments)
-    left = getattr(_budget, "range_items", MAX_RANGE) - len(span)
-    if left < 0:
-        raise SecurityError(f"more than {MAX_RANGE} range() items in one template are not allowed")
-    _budget.range_items = left
-    return span
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 def _phone_e164(value: Any) -> Any:
@@ -92,33 +90,13 @@ def _to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(("**", "*", "%"))
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if isinstance(obj, str) and attr in _UNSAFE_STR_METHODS:
-            return False
-        return bool(super().is_safe_attribute(obj, attr, value))
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"powers above {MAX_EXPONENT} are not allowed in templates")
-        if operator == "*":
-            for sequence, count in ((left, right), (right, left)):
-                if isinstance(sequence, str | list | tuple) and isinstance(count, int):
-                    if len(sequence) * count > MAX_OUTPUT:
-                        raise SecurityError("repetition would exceed the 256 KiB template output limit")
-        if operator == "%" and isinstance(left, str):
-            raise SecurityError("the % text formatting operator is not allowed in templates; use ~ to join")
-        return super().call_binop(context, operator, left, right)
-
-
 def _environment() -> BoundedSandbox:
     env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     for name in ("center", "indent", "format", "wordwrap", "filesizeformat", "xmlattr"):
         env.filters.pop(name, None)
-    env.globals = {"range": _bounded_range, "dict": dict}
+    env.globals = {"range": bounded_range, "dict": dict}
     env.filters.update(unaccent=unaccent, phone_e164=_phone_e164, vnd=_vnd, date=_date, to_json=_to_json)
+    bound_filters(env.filters)
     return env
 
 
@@ -150,9 +128,11 @@ def compile_template(source: str) -> Template:
     """
     if "{{" not in source and "{%" not in source and "{#" not in source:
         return _constant(source)
-    tree = ENVIRONMENT.parse(source)
+    tree = _parse(source)
     _check_filters_and_tests(tree)
     names = frozenset(meta.find_undeclared_variables(tree)) - set(ENVIRONMENT.globals)
+    for loop in tree.find_all(nodes.For):  # every iteration is counted against the render's budget
+        loop.iter = nodes.Filter(loop.iter, LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno)
     single = _SINGLE_EXPRESSION.fullmatch(source)
     body = tree.body
     is_single = (
@@ -166,13 +146,43 @@ def compile_template(source: str) -> Template:
     return Template(source=source, render=_guarded(render), names=names, dynamic=True)
 
 
+_TOO_DEEP = "compute parts of it in vars: and combine them"
+
+
+def _parse(source: str) -> nodes.Template:
+    """Jinja's parser and code generator recurse once per level of nesting: bound it before they run."""
+    if sum(map(source.count, "([{")) > MAX_BRACKETS:  # the exact count needs the tokens: only then
+        depth = deepest = 0
+        for _, token, value in ENVIRONMENT.lex(source):
+            if token == "operator" and value in "([{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif token == "operator" and value in ")]}":
+                depth -= 1
+        if deepest > MAX_BRACKETS:
+            raise TemplateLimitError(f"this template is nested too deeply (more than {MAX_BRACKETS} levels of "
+                                     "brackets)", _TOO_DEEP)  # fmt: skip
+    try:
+        tree = ENVIRONMENT.parse(source)
+    except RecursionError:
+        raise TemplateLimitError("this template is nested too deeply", _TOO_DEEP) from None
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise TemplateLimitError(f"this template is nested too deeply (more than {MAX_NESTING} levels of "
+                                     "expressions, filters and blocks)", _TOO_DEEP)  # fmt: skip
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return tree
+
+
 def _check_filters_and_tests(tree: nodes.Template) -> None:
     """What Jinja would only find when generating code: unknown filters and tests."""
     for node in tree.find_all((nodes.Filter, nodes.Test)):
         known = ENVIRONMENT.filters if isinstance(node, nodes.Filter) else ENVIRONMENT.tests
         if node.name not in known:
             kind = "filter" if isinstance(node, nodes.Filter) else "test"
-            close = difflib.get_close_matches(node.name, list(known), n=1)
+            close = difflib.get_close_matches(node.name, [k for k in known if not k.startswith("_")], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise TemplateAssertionError(f"no {kind} named {node.name!r}{hint}", node.lineno)
 
@@ -202,18 +212,21 @@ def _render_text(tree: nodes.Template) -> Callable[[dict[str, Any]], str]:
         for part in compiled[0].generate(context):  # streamed: a runaway loop stops at the limit
             size += len(part)
             if size > MAX_OUTPUT:
-                raise TemplateRenderError("the rendered text is larger than 256 KiB")
+                raise TemplateRenderError(_TOO_LARGE)
             parts.append(part)
         return "".join(parts)
 
     return render_text
 
 
+_TOO_LARGE = f"template limit: the rendered text is larger than {MAX_OUTPUT // 1024} KiB"
+
+
 def _check_size(value: Any) -> None:
     if isinstance(value, str) and len(value) > MAX_OUTPUT:
-        raise TemplateRenderError("the rendered text is larger than 256 KiB")
-    if isinstance(value, list | dict) and len(_to_json(value)) > MAX_OUTPUT:
-        raise TemplateRenderError("the rendered value is larger than 256 KiB")
+        raise TemplateRenderError(_TOO_LARGE)
+    if isinstance(value, list | dict) and (weight(value) > MAX_OUTPUT or len(_to_json(value)) > MAX_OUTPUT):
+        raise TemplateRenderError(f"template limit: the rendered value is larger than {MAX_OUTPUT // 1024} KiB")
 
 
 _MISSING_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")
@@ -221,7 +234,7 @@ _MISSING_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefi
 
 def _guarded(render: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
     def guarded(context: dict[str, Any]) -> Any:
-        _budget.range_items = MAX_RANGE
+        start_render()
         try:
             return render(context)
         except TemplateRenderError:
@@ -233,6 +246,8 @@ def _guarded(render: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any
             raise TemplateRenderError(f"{what}; give it a fallback with | default(...)") from None
         except SecurityError as exc:
             raise TemplateRenderError(f"refused by the template sandbox: {exc}") from None
+        except RecursionError:  # unreachable with the load-time bounds; never a crash of the job
+            raise TemplateRenderError("template limit: nested too deeply to render") from None
         except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
             raise TemplateRenderError(f"{type(exc).__name__}: {exc}") from None
 
@@ -240,13 +255,28 @@ def _guarded(render: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any
 
 
 def render_structure(value: Any, context: dict[str, Any]) -> Any:
-    """Render every template inside nested lists and mappings; other values stay as they are."""
+    """Render every template inside nested lists and mappings; other values stay as they are.
+
+    A failure names the field it happened in (`lead/cf_note: …`), relative to `value`.
+    """
     if isinstance(value, str):
         return compile_template(value).render(context)
     if isinstance(value, dict):
-        return {key: render_structure(item, context) for key, item in value.items()}
+        rendered = {}
+        for key, item in value.items():
+            try:
+                rendered[key] = render_structure(item, context)
+            except TemplateRenderError as exc:
+                raise exc.within(key) from None
+        return rendered
     if isinstance(value, list):
-        return [render_structure(item, context) for item in value]
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(render_structure(item, context))
+            except TemplateRenderError as exc:
+                raise exc.within(index) from None
+        return items
     return value
 
 
@@ -264,5 +294,5 @@ def template_sources(value: Any) -> Iterable[tuple[tuple[str | int, ...], str]]:
                 yield (index, *path), source
 
 
-__all__ = ["CONTEXT_NAMES", "Template", "TemplateRenderError", "TemplateSyntaxError", "compile_template",
-           "render_structure", "template_sources"]  # fmt: skip
+__all__ = ["CONTEXT_NAMES", "Template", "TemplateLimitError", "TemplateRenderError", "TemplateSyntaxError",
+           "compile_template", "render_structure", "template_sources"]  # fmt: skip
