@@ -132,7 +132,13 @@ class Journal:
                                                (self._fed(),)).fetchone()[0])  # fmt: skip
 
     # draining ----------------------------------------------------------------------------------------
-    def drain(self, feed: Callable[[list[ReceivedEvent]], object], *, batch: int = 200) -> int:
+    #: Entries per round trip, and the pause after each batch: the drainer shares its process's
+    #: GIL with the request threads, and a long stretch of packing commands made Hana's answers
+    #: wait (p99 ×2.7 at 16 connections while 10,000 entries drained in batches of 200).
+    BATCH = 50
+    PAUSE_SECONDS = 0.002
+
+    def drain(self, feed: Callable[[list[ReceivedEvent]], object], *, batch: int = BATCH) -> int:
         """Feed entries in arrival order, a batch per call of `feed`; stops at the first failure (Redis away).
 
         The first batch fed proves Redis is back: the outage marker gives way to the draining
@@ -170,6 +176,7 @@ class Journal:
             feed([_entry(fields) for _, *fields in rows])  # raises when Redis is away: fed again next time
             last, fed = rows[-1][0], fed + len(rows)
             self._set_fed(last)
+            time.sleep(self.PAUSE_SECONDS)  # let the request threads of this process have the GIL
             if self.outage_marker.exists():  # Redis is back: only the entities still waiting queue behind
                 self.draining_marker.touch()
                 self.outage_marker.unlink(missing_ok=True)
@@ -268,9 +275,10 @@ class JournalDrainer(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        looked = time.monotonic()
-        while not self.stopping.wait(self.interval):
+        looked = -self.IDLE_LOOK_SECONDS  # at once: a process starting after an outage has a backlog to feed
+        while not self.stopping.is_set():
             if not self.journal.has_pending() and time.monotonic() - looked < self.IDLE_LOOK_SECONDS:
+                self.stopping.wait(self.interval)
                 continue
             looked = time.monotonic()
             try:
@@ -279,6 +287,7 @@ class JournalDrainer(threading.Thread):
                     log.info("journal: fed %d event(s) into Redis", fed)
             except Exception as exc:  # noqa: BLE001 - Redis still away: try again next tick
                 log.debug("journal: Redis not back yet (%s)", exc)
+            self.stopping.wait(self.interval)
 
     def stop(self) -> None:
         self.stopping.set()

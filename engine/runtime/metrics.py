@@ -29,11 +29,17 @@ from prometheus_client.registry import Collector
 
 from engine.runtime.metrics_folder import MULTIPROCESS_ENV
 
+_HOST = socket.gethostname()
+
 
 def _process_identifier() -> str:
     """Names this process's files in the shared folder: host and pid, since containers sharing one
-    folder (docker compose: web and scaled workers) all have small, equal pids."""
-    return f"{socket.gethostname()}_{os.getpid()}"
+    folder (docker compose: web and scaled workers) all have small, equal pids.
+
+    Called on every counter update (prometheus_client checks for a fork each time): the host is
+    read once, since `gethostname` hands the GIL over, which cost the receiver ~10 µs per call.
+    """
+    return f"{_HOST}_{os.getpid()}"
 
 
 if os.environ.get(MULTIPROCESS_ENV):
