@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
+from engine.config_schema import join_key, validate
 from engine.durations import parse_duration
 from engine.envsubst import UnsetVariableError, substitute
 from engine.errors import ConfigError
@@ -33,90 +33,6 @@ JOB_TIMEOUT = 30.0
 #: record it must fit in one job, and 5 s leaves room for those writes even on a
 #: slow Redis. A longer attempt would be killed with its outcome unrecorded.
 MAX_OUTBOUND_TIMEOUT = JOB_TIMEOUT - 5
-
-_DURATION = {"type": ["string", "number"]}
-_COUNT = {"type": ["integer", "string"]}
-_TEXT = {"type": "string"}
-
-CONFIG_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "rules_dir": _TEXT,
-        "data_dir": _TEXT,
-        "redis_url": {"type": ["string", "null"]},
-        "redis_fsync": {"enum": ["always", "everysec"]},
-        "redis_sentinel": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["master", "nodes"],
-            "properties": {
-                "master": _TEXT,
-                "nodes": {"type": "array", "minItems": 1, "items": _TEXT},
-                "password": _TEXT,
-                "sentinel_password": _TEXT,
-                "tls": {"type": "boolean"},
-            },
-        },
-        "admin_token": {"type": ["string", "null"]},
-        "host": _TEXT,
-        "port": _COUNT,
-        "workers": _COUNT,
-        "web_workers": _COUNT,
-        "web_threads": _COUNT,
-        "log_format": {"enum": ["text", "json"]},
-        "retention": _DURATION,
-        "max_events": _COUNT,
-        "applications": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["id", "webhook_token"],
-                "properties": {
-                    "id": _TEXT,
-                    "name": _TEXT,
-                    "webhook_token": _TEXT,
-                    "hana_update_url": _TEXT,
-                    "access_token": _TEXT,
-                },
-            },
-        },
-        "outbound": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "allow_hosts": {"type": "array", "items": _TEXT},
-                "timeout": _DURATION,
-                "telegram_api": _TEXT,
-            },
-        },
-        "smtp": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "host": _TEXT,
-                "port": _COUNT,
-                "username": _TEXT,
-                "password": _TEXT,
-                "from": _TEXT,
-                "starttls": {"type": "boolean"},
-            },
-        },
-        "delivery": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"max_attempts": _COUNT, "backoff": _DURATION, "max_backoff": _DURATION},
-        },
-        "loop_guard": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"limit": _COUNT, "per": _DURATION, "hold": _DURATION},
-        },
-    },
-}
-
 
 @dataclass(frozen=True)
 class Application:
@@ -247,7 +163,7 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, env: Mappin
             raise ConfigError("the settings file must be a mapping of keys to values", file=label)
     found_secrets: set[str] = set()
     raw = _interpolate(raw, env, found_secrets, label, "")
-    _validate(raw, label)
+    validate(raw, label)
     base = path.resolve().parent if path else Path.cwd()
     return _resolve(raw, base=base, path=path, env=env, label=label, found_secrets=found_secrets)
 
@@ -259,44 +175,10 @@ def _interpolate(value: Any, env: Mapping[str, str], found: set[str], label: str
         except UnsetVariableError as exc:
             raise ConfigError(str(exc), file=label, key=key or None) from None
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, found, label, _join(key, k)) for k, v in value.items()}
+        return {k: _interpolate(v, env, found, label, join_key(key, k)) for k, v in value.items()}
     if isinstance(value, list):
         return [_interpolate(v, env, found, label, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-def _join(prefix: str, name: object) -> str:
-    return f"{prefix}.{name}" if prefix else str(name)
-
-
-def _validate(raw: dict[str, Any], label: str) -> None:
-    errors = sorted(Draft202012Validator(CONFIG_SCHEMA).iter_errors(raw), key=lambda e: list(e.path))
-    if not errors:
-        return
-    error = errors[0]
-    key = ""
-    for part in error.absolute_path:
-        key = f"{key}[{part}]" if isinstance(part, int) else _join(key, part)
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
-        raise ConfigError(
-            f"unknown key {unknown[0]!r}; known keys here: {', '.join(allowed)}",
-            file=label,
-            key=_join(key, unknown[0]) if key else unknown[0],
-        )
-    if error.validator == "required":
-        missing = error.message.split("'")[1]
-        raise ConfigError(f"{missing} is required", file=label, key=_join(key, missing))
-    if error.validator == "type":
-        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        # The value itself is not shown: it may have come from the environment.
-        message = f"expected {' or '.join(wanted)}, got {type(error.instance).__name__}"
-    elif error.validator == "enum":
-        message = f"expected one of {', '.join(map(str, error.validator_value))}"
-    else:
-        message = error.message
-    raise ConfigError(message, file=label, key=key or None)
 
 
 def _resolve(
