@@ -38,7 +38,8 @@ def test_layer_imports_point_one_way(layer: str) -> None:
 
 
 def test_pure_modules_shared_by_every_layer_do_no_io() -> None:
-    for module in ("hana.py", "durations.py", "envsubst.py", "errors.py", "redaction.py", "state.py", "config_schema.py"):
+    shared = ("hana.py", "durations.py", "envsubst.py", "errors.py", "redaction.py", "state.py", "config_schema.py")
+    for module in shared:
         banned = {"flask", "redis", "rq", "requests"}
         assert not {n.split(".")[0] for n in imports_of(ENGINE / module)} & banned, module
 
