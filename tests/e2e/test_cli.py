@@ -107,3 +107,19 @@ def test_schema_is_printed_and_the_committed_copy_is_current(tmp_path: Path) -> 
     assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     committed = json.loads((ROOT / "schema" / "rules.schema.json").read_text())
     assert committed == printed, "run `hana-rules schema > schema/rules.schema.json`"
+
+
+def test_check_answers_any_file_in_one_line_per_mistake_never_a_traceback(tmp_path: Path) -> None:
+    """A rule file nested a thousand deep (a RecursionError before) and one starting with `- id:`
+    instead of `rules:` (an AttributeError before)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "deep.yaml").write_text("rules:\n  - id: deep\n    on: lead.created\n    when: " + "[" * 1000 + "]" * 1000)
+    (rules / "list.yaml").write_text("- id: forgot-rules\n  on: lead.created\n")
+    result = hana_rules("check", "rules", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("rules/")]
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("rules/deep.yaml:4:") and "nested more than 50 levels deep" in lines[0]
+    assert lines[1].startswith("rules/list.yaml:1:1") and "write `rules:` above your list" in lines[1]

@@ -265,3 +265,13 @@ def test_no_request_fails_and_no_event_is_lost_while_rules_are_reloaded(admin, r
     assert [redis_client.hget(f"hr:event:{event_id}", "status") for event_id in ids] == [b"done"] * 60
     versions = {redis_client.hget(f"hr:event:{event_id}", "version") for event_id in ids}
     assert len(versions) == 5  # each batch ran under the set published during it
+
+
+def test_a_reload_of_a_file_nested_a_thousand_deep_is_refused_in_one_line_not_a_500(admin) -> None:
+    url, session, _, rules_dir = admin
+    nested = "[" * 1000 + "]" * 1000
+    (rules_dir / "deep.yaml").write_text(f"rules:\n  - id: deep\n    on: lead.created\n    when: {nested}")
+    refused = session.post(f"{url}/admin/reload")
+    assert refused.status_code == 422
+    [entry] = refused.json()["errors"]
+    assert entry["file"].endswith("deep.yaml") and "nested more than 50 levels deep" in entry["message"]

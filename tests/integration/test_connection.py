@@ -49,3 +49,14 @@ def test_a_script_unknown_to_a_fresh_redis_is_loaded_on_first_use(own_redis: Emb
     script = client.register_script("return ARGV[1] .. KEYS[1]")
     client.script_flush()
     assert ThreadConnections(client).run_script(script, ["b"], ["a"]) == b"ab"
+
+
+def test_the_embedded_redis_fsyncs_every_write_unless_told_otherwise(tmp_path) -> None:  # noqa: ANN001
+    """SPEC §4: an event is durably stored before the answer; `redis_fsync: everysec` trades that away."""
+    from engine.config import load_settings
+    from engine.runtime.embedded import EmbeddedRedis
+
+    (tmp_path / "fast.yaml").write_text("redis_fsync: everysec\n")
+    for settings, expected in ((load_settings(env={}), "always"), (load_settings(tmp_path / "fast.yaml"), "everysec")):
+        with EmbeddedRedis(tmp_path / expected, fsync=settings.redis_fsync) as server:
+            assert redis.Redis.from_url(server.url).config_get("appendfsync") == {"appendfsync": expected}
