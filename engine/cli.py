@@ -68,8 +68,12 @@ def main() -> None:
 def serve(settings: Settings, host: str | None, port: int | None, workers: int | None, watch: bool) -> None:
     """Run everything on this machine: embedded Redis, the receiver and the workers."""
     from engine.runtime.metrics_folder import prepare_multiprocess_dir
+    from engine.runtime.ports import ensure_port_free
     from engine.runtime.supervisor import Supervisor
 
+    # Before anything with a side effect: a second serve started by mistake must not empty the
+    # running one's metrics folder (nor start a Redis on its data).
+    ensure_port_free(host or settings.host, port or settings.port)
     prepare_multiprocess_dir(settings.data_dir, fresh=True)  # before any child imports prometheus_client
     supervisor = Supervisor(
         settings,

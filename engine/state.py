@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 _ABSENT = object()
+#: In the receive times of a deleted entity: when the delete was received. Nothing received before it
+#: brings the entity back.
+DELETED = "__deleted__"
 
 
 def stale_attributes(attributes: Mapping[str, Any], known_at: Mapping[str, int], received_us: int) -> list[str]:
-    """The event's attributes whose known value was received after this event."""
+    """The event's attributes whose known value, or the entity's deletion, was received after this event."""
+    if known_at.get(DELETED, 0) > received_us:
+        return list(attributes)
     return [name for name in attributes if known_at.get(name, 0) > received_us]
 
 
@@ -61,16 +66,23 @@ def next_state(
     known: Mapping[str, Any] | None,
     known_at: Mapping[str, int],
 ) -> NextState:
-    """`*.created` replaces, `*.updated` merges, `*.deleted` removes — never over a newer value."""
-    newer = {name for name, at in known_at.items() if at > received_us}
+    """`*.created` replaces, `*.updated` merges, `*.deleted` removes — never over a newer value.
+
+    A deleted entity keeps only when it was deleted (`values` None): an event received before
+    that, fed late, does not bring it back.
+    """
+    deleted_at = known_at.get(DELETED, 0)
+    if deleted_at > received_us:
+        return NextState(None, {DELETED: deleted_at})
+    newer = {name for name, at in known_at.items() if at > received_us and name != DELETED}
     fresh = {name: value for name, value in attributes.items() if name not in newer}
     kept = {name: value for name, value in (known or {}).items() if name in newer}
     if event_type.endswith(".deleted"):
         if kept:  # the entity changed after Hana sent this delete: keep what came later
             return NextState(kept, {name: known_at[name] for name in kept})
-        return NextState(None, None)
+        return NextState(None, {DELETED: received_us})
     base = dict(known or {}) if event_type.endswith(".updated") else kept
     values = {**base, **fresh}
-    received = {name: at for name, at in known_at.items() if name in values}
+    received = {name: at for name, at in known_at.items() if name in values and name != DELETED}
     received.update(dict.fromkeys(fresh, received_us))
     return NextState(values, received)

@@ -25,7 +25,8 @@ if ARGV[3] == 'set' then
   redis.call('SET', KEYS[4], ARGV[4])
   redis.call('SET', KEYS[6], ARGV[7])
 elseif ARGV[3] == 'del' then
-  redis.call('DEL', KEYS[4], KEYS[6])
+  redis.call('DEL', KEYS[4])
+  redis.call('SET', KEYS[6], ARGV[7])  -- when it was deleted: what was received before stays out
 end
 local at = 8
 local n = tonumber(ARGV[at])

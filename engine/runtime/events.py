@@ -46,6 +46,9 @@ class EventStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+    #: Hana's retry of an earlier event, kept dormant: revived if another machine's journal shows an
+    #: event received in between (then it was a real change back). Not in the events index.
+    DUPLICATE = "duplicate"
 
 
 class Outcome(StrEnum):
@@ -203,6 +206,7 @@ class EventStore:
                 waiting_queues=WAITING_QUEUES,
                 lock_prefix=ENTITY_LOCK_PREFIX,
                 received=EventStatus.RECEIVED.value,
+                duplicate=EventStatus.DUPLICATE.value,
                 quarantined=EventStatus.QUARANTINED.value,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 rq_queue=template.queue_key,
@@ -223,17 +227,24 @@ class EventStore:
         reply = self._own_connections.run_script(self._accept_script(), (), self._arguments(event, from_journal))
         return self._outcome(event, reply)
 
-    def feed(self, events: Sequence[ReceivedEvent]) -> list[tuple[Outcome, str]]:
+    def feed(self, events: Sequence[ReceivedEvent], *,
+             replica_within_ms: int | None = None) -> list[tuple[Outcome, str]]:  # fmt: skip
         """Store events a journal kept, in one round trip; an event already stored is left alone.
 
         Each is still its own atomic script call: a connection lost midway leaves some stored and
-        some not, and feeding them all again stores each once.
+        some not, and feeding them all again stores each once. `replica_within_ms`: also wait that
+        long for a replica to have them (WAIT, on the same connection); ConnectionError when none
+        does, so the journal keeps them for the next round.
         """
         script = self._accept_script()
         with self.connection.pipeline(transaction=False) as pipe:
             for event in events:
                 script(keys=[], args=self._arguments(event, True), client=pipe)
+            if replica_within_ms is not None:
+                pipe.execute_command("WAIT", 1, replica_within_ms)
             replies = pipe.execute()
+        if replica_within_ms is not None and not replies.pop():
+            raise redis.ConnectionError("no replica has the fed events yet; the journal keeps them")
         return [self._outcome(event, reply) for event, reply in zip(events, replies, strict=True)]
 
     def replicated(self, *, timeout_ms: int) -> bool:

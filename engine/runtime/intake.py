@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 #: With Sentinel, how long an answer waits for a replica to have the event (then it is journaled too).
 REPLICA_WAIT_MS = 100
+#: With Sentinel, how long a journal's feed waits for a replica before trying again later.
+FEED_REPLICA_WAIT_MS = 500  # inside the receiver client's 1 s read timeout
 #: Hana's bodies are four levels deep; anything past this is not an event.
 MAX_DEPTH = 32
 
@@ -58,6 +60,12 @@ class Intake:
         self.journal = journal
         self._tokens = tuple((app.webhook_token.encode(), app) for app in settings.applications)
         self._replicas = ReplicaCount(store.connection) if replicated(settings.redis_target) else None
+
+    def feed(self, events: list[ReceivedEvent]) -> list[tuple[Outcome, str]]:
+        """The journal's feed: into Redis, and with replicas online, only once one has them (the
+        journal forgets them right after; a failover must not take them back)."""
+        waiting = self._replicas is not None and self._replicas.online() > 0
+        return self.store.feed(events, replica_within_ms=FEED_REPLICA_WAIT_MS if waiting else None)
 
     def authenticate(self, token: str | None) -> Application | None:
         """The application owning `token`, compared in constant time against every token."""

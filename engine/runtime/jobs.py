@@ -157,7 +157,7 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
             EVENTS_MISSING.inc()
             log.warning("event %s: gone when its turn came in %s; skipped", event_id, queue_key)
         return outcome
-    if event.status in (EventStatus.DONE, EventStatus.QUARANTINED, EventStatus.FAILED):
+    if event.status in (EventStatus.DONE, EventStatus.QUARANTINED, EventStatus.FAILED, EventStatus.DUPLICATE):
         return commit(CommitPlan())  # nothing (more) to do: just take it off the queue
     context.events.start_processing(event_id)
     try:

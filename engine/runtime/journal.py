@@ -32,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS entries (
     body BLOB NOT NULL, application_id TEXT, entity_id TEXT, fingerprint TEXT, reason TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_by_entity ON entries (entity_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLUMNS = "id, type, received_at, received_us, body, application_id, entity_id, fingerprint, reason"
 
@@ -73,6 +75,7 @@ class Journal:
         self._drainer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._outage = self._draining = False  # what the markers said at the last look
+        self._id: str | None = None  # this journal's identity (its meta table), read once
         self._recheck_at = 0.0  # monotonic time after which the markers are looked at again
 
     # where new events go ------------------------------------------------------------------------
@@ -100,7 +103,7 @@ class Journal:
             return self._reading().execute(
                 "SELECT 1 FROM entries WHERE seq > ? AND entity_id IS ? AND application_id IS ?"
                 " AND type >= ? AND type < ? LIMIT 1",
-                (self._fed(), event.entity_id, event.application_id, f"{kind}.", f"{kind}/"),
+                (self._fed(self._reading()), event.entity_id, event.application_id, f"{kind}.", f"{kind}/"),
             ).fetchone() is not None  # fmt: skip
 
     # writing ---------------------------------------------------------------------------------------
@@ -128,8 +131,8 @@ class Journal:
         if not self.path.exists():
             return 0
         with self._read_lock:
-            return int(self._reading().execute("SELECT count(*) FROM entries WHERE seq > ?",
-                                               (self._fed(),)).fetchone()[0])  # fmt: skip
+            reader = self._reading()
+            return int(reader.execute("SELECT count(*) FROM entries WHERE seq > ?", (self._fed(reader),)).fetchone()[0])
 
     # draining ----------------------------------------------------------------------------------------
     #: Entries per round trip, and the pause after each batch: the drainer shares its process's
@@ -159,7 +162,7 @@ class Journal:
                 self._outage = self._draining = False
                 time.sleep(2 * self.RECHECK_SECONDS)  # every process has looked again by now
                 fed += self._feed_all(connection, feed, batch)
-            last = self._fed()
+            last = self._fed(connection)
             if last and connection.execute("SELECT 1 FROM entries WHERE seq <= ? LIMIT 1", (last,)).fetchone():
                 with _exclusive(self._write_lock_path, wait=True):  # one short write, between two appends
                     connection.execute("DELETE FROM entries WHERE seq <= ?", (last,))
@@ -168,14 +171,14 @@ class Journal:
 
     def _feed_all(self, connection: sqlite3.Connection, feed: Callable[[list[ReceivedEvent]], object],
                   batch: int) -> int:  # fmt: skip
-        fed, last = 0, self._fed()
+        fed, last = 0, self._fed(connection)
         while rows := connection.execute(
             f"SELECT seq, {_COLUMNS} FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608 - constants
             (last, batch),
         ).fetchall():
             feed([_entry(fields) for _, *fields in rows])  # raises when Redis is away: fed again next time
             last, fed = rows[-1][0], fed + len(rows)
-            self._set_fed(last)
+            self._set_fed(last, connection)
             time.sleep(self.PAUSE_SECONDS)  # let the request threads of this process have the GIL
             if self.outage_marker.exists():  # Redis is back: only the entities still waiting queue behind
                 self.draining_marker.touch()
@@ -191,6 +194,9 @@ class Journal:
         if not checkpoints:
             connection.execute("PRAGMA wal_autocheckpoint=0")  # a request never pays for a checkpoint
         connection.executescript(_SCHEMA)
+        # Who this journal is, for the progress file: a new file (even one the file system gives the
+        # old one's inode) is never taken for one already fed.
+        connection.execute("INSERT OR IGNORE INTO meta VALUES ('id', ?)", (secrets.token_hex(8),))
         return connection
 
     def _reading(self) -> sqlite3.Connection:
@@ -203,18 +209,23 @@ class Journal:
             self._drainer = self._connect()
         return self._drainer
 
-    def _fed(self) -> int:
-        """The last `seq` fed into Redis; 0 when unknown, or when it belongs to another journal file."""
+    def _fed(self, connection: sqlite3.Connection) -> int:
+        """The last `seq` fed into Redis; 0 when unknown, or when it belongs to another journal."""
         try:
-            seq, inode = self.fed_path.read_text().split()
-            return int(seq) if int(inode) == self.path.stat().st_ino else 0
+            seq, journal = self.fed_path.read_text().split()
+            return int(seq) if journal == self._identity(connection) else 0
         except (OSError, ValueError):
             return 0  # fed again from the start: the accept script ignores what Redis has already
 
-    def _set_fed(self, seq: int) -> None:
+    def _set_fed(self, seq: int, connection: sqlite3.Connection) -> None:
         temporary = self.fed_path.with_suffix(".tmp")
-        temporary.write_text(f"{seq} {self.path.stat().st_ino}")
+        temporary.write_text(f"{seq} {self._identity(connection)}")
         os.replace(temporary, self.fed_path)  # no fsync: lost after a crash, it only means feeding again
+
+    def _identity(self, connection: sqlite3.Connection) -> str:
+        if self._id is None:
+            self._id = str(connection.execute("SELECT value FROM meta WHERE key = 'id'").fetchone()[0])
+        return self._id
 
     def close(self) -> None:
         with self._append_lock, self._drain_lock, self._read_lock:

@@ -85,10 +85,10 @@ class RuleRegistry:
         except redis.RedisError as exc:
             log.warning("rules: Redis unavailable at start (%s); running this machine's last good set", exc)
             return cls(connection, settings, _last_good(settings) or _from_files(texts, read_errors, settings))
-        published = json.loads(raw) if raw else None
-        if published is not None:
+        if raw:
+            published = _texts(raw)
             rule_set = _compiled(published, settings, "the published set")
-            if rule_set is not None:
+            if rule_set is not None and published is not None:
                 if texts != published:
                     log.warning("rules: the files in %s differ from the published set %s, which runs; "
                                 "`hana-rules reload` publishes them", settings.rules_dir, rule_set.version)  # fmt: skip
@@ -138,8 +138,10 @@ class RuleRegistry:
             return self.rule_set  # Redis away: keep acting on the set we have
         if published is None or published.decode() == self.rule_set.version:
             return self.rule_set
-        texts = json.loads(self.connection.hget(PUBLISHED_RULES, "files") or b"{}")
+        texts = _texts(self.connection.hget(PUBLISHED_RULES, "files") or b"{}")
         try:
+            if texts is None:
+                raise RuleSetError([RuleError("hr:rules", 1, 1, "the published files are not readable JSON")])
             self.rule_set = compile_rules(texts, self.settings)
             _remember(self.settings, self.rule_set, texts)
             log.info("rules: now running version %s (%d rules)", self.rule_set.version, len(self.rule_set.rules))
@@ -150,7 +152,21 @@ class RuleRegistry:
         return self.rule_set
 
 
-def _compiled(texts: dict[str, str], settings: Settings, what: str) -> RuleSet | None:
+def _texts(raw: bytes) -> dict[str, str] | None:
+    """The published files, or None when what Redis holds is damaged (cut short, edited by hand)."""
+    try:
+        texts = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(texts, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in texts.items()):
+        return texts
+    return None
+
+
+def _compiled(texts: dict[str, str] | None, settings: Settings, what: str) -> RuleSet | None:
+    if texts is None:
+        log.error("rules: %s is damaged (not a JSON map of file names to texts)", what)
+        return None
     try:
         return compile_rules(texts, settings)
     except RuleSetError as exc:

@@ -55,7 +55,7 @@ def create_app(
     errors.install(app)
 
     if drain_journal:
-        drainer = JournalDrainer(journal, store.feed)
+        drainer = JournalDrainer(journal, app.extensions["hana_rules.intake"].feed)
         drainer.start()
         app.extensions["hana_rules.drainer"] = drainer
         atexit.register(drainer.stop)

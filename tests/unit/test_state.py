@@ -43,3 +43,13 @@ def test_stale_values_are_neither_seen_by_rules_nor_changes() -> None:
     apply_known_state(context, dict(KNOWN), stale=["status"])
     assert context["lead"] == {"id": "L1", "status": "won", "note": "from the journal"}
     assert context["changes"] == ["note"]
+
+
+def test_a_deleted_entity_remembers_when_and_nothing_older_brings_it_back() -> None:
+    deleted = next_state("lead.deleted", {"id": "L1"}, 400, KNOWN, KNOWN_AT)
+    assert deleted.values is None and deleted.received == {"__deleted__": 400}
+    late = next_state("lead.updated", {"id": "L1", "note": "late"}, 350, None, deleted.received)
+    assert late.values is None and late.received == {"__deleted__": 400}
+    assert stale_attributes({"id": "L1", "note": "late"}, deleted.received, 350) == ["id", "note"]
+    again = next_state("lead.created", {"id": "L1", "note": "new"}, 500, None, deleted.received)
+    assert again.values == {"id": "L1", "note": "new"} and again.received == {"id": 500, "note": 500}
