@@ -227,11 +227,17 @@ class TcpProxy:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # a reset
                 client.close()
                 continue
+            wrapped = self._wrap(client)
+            if wrapped is None:
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self.lock:
-                self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
+                self.sockets += [wrapped, upstream]
+            for source, sink in ((wrapped, upstream), (upstream, wrapped)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _wrap(self, client: socket.socket) -> socket.socket | None:
+        return client
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -263,7 +269,12 @@ class TcpProxy:
 
 @contextmanager
 def tcp_proxy(target_port: int) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(target_port)
+    with _running(TcpProxy(target_port)) as proxy:
+        yield proxy
+
+
+@contextmanager
+def _running(proxy: TcpProxy) -> Iterator[TcpProxy]:
     thread = threading.Thread(target=proxy.serve, daemon=True)
     thread.start()
     try:
@@ -283,32 +294,15 @@ class TlsRelay(TcpProxy):
         self.context = context
         self.url = f"rediss://127.0.0.1:{self.port}/0"
 
-    def serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                client = self.context.wrap_socket(raw, server_side=True)
-            except OSError:
-                raw.close()  # a client that does not speak TLS, or does not trust us
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self.lock:
-                self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+    def _wrap(self, client: socket.socket) -> socket.socket | None:
+        try:
+            return self.context.wrap_socket(client, server_side=True)
+        except OSError:
+            client.close()  # a client that does not speak TLS, or does not trust us
+            return None
 
 
 @contextmanager
-def tls_relay(target_port: int, context: Any) -> Iterator[TlsRelay]:
-    relay = TlsRelay(target_port, context)
-    thread = threading.Thread(target=relay.serve, daemon=True)
-    thread.start()
-    try:
+def tls_relay(target_port: int, context: Any) -> Iterator[TcpProxy]:
+    with _running(TlsRelay(target_port, context)) as relay:
         yield relay
-    finally:
-        relay.cut()
-        relay.listener.close()
-        thread.join(5)
