@@ -53,6 +53,13 @@ class Deployment:
     def run_burst(self, rule_set: Any = None) -> None:
         build_worker(self.settings, self.client, rule_set=rule_set).work(burst=True)
 
+    def end_delays(self, rule_set: Any = None) -> None:
+        """Make every scheduled job due now, then let a worker's RQ scheduler and the worker run them."""
+        scheduled = self.client.zrange("rq:scheduled:actions", 0, -1)
+        if scheduled:
+            self.client.zadd("rq:scheduled:actions", {job_id: 0 for job_id in scheduled})
+        build_worker(self.settings, self.client, rule_set=rule_set).work(burst=True, with_scheduler=True)
+
     def workers(self, count: int = 1):  # noqa: ANN201
         return worker_processes(self.config, self.redis_url, count)
 

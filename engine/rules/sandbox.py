@@ -128,10 +128,7 @@ def built(value: Any) -> Any:
     size = len(value) if isinstance(value, str) else weight(value)
     if size > MAX_VALUE:
         raise over(f"a text or list built here would be larger than {_KIB} ({MAX_VALUE:,} characters or items)")
-    state = budget
-    state.built -= size
-    if state.built < 0:
-        raise over(_TOO_MUCH_BUILT)
+    _charge(size)
     return value
 
 

@@ -216,7 +216,7 @@ def test_a_delay_run_twice_delivers_nothing_twice(deploy) -> None:
         deployment.run_burst()
         [delay_job] = deployment.client.zrange("rq:scheduled:actions", 0, -1)
         saved = deployment.client.hgetall(b"rq:job:" + delay_job)
-        end_delays(deployment)
+        deployment.end_delays()
         assert len(crm.successes) == 1
         # RQ runs the delay's job again (a retry, or the recovery of a worker that died in it) …
         deployment.client.hset(b"rq:job:" + delay_job, mapping={**saved, b"status": b"queued"})
@@ -243,7 +243,7 @@ def test_a_reload_between_an_event_and_its_delay_runs_the_rule_as_it_now_is(depl
         deployment.run_burst()
         (deployment.settings.rules_dir / "rules.yaml").write_text(after)  # the admin adds an action …
         assert deployment.admin("POST", "/admin/reload").json()["rules"] == 1  # … and reloads, while the delay runs
-        end_delays(deployment)
+        deployment.end_delays()
         assert sorted(r.path for r in crm.successes) == ["/added", "/first"]
     actions = deployment.actions(event_id)
     assert [(a.index, a.kind, a.status) for a in actions] == [(0, "delay", "done"), (1, "webhook", "done"),
@@ -266,7 +266,7 @@ def test_a_delayed_action_sends_the_values_an_immediate_one_would(deploy, monkey
     with stub_server() as crm:
         event_id = deployment.post("lead.created", lead(crm.port))
         deployment.run_burst()
-        end_delays(deployment)
+        deployment.end_delays()
         assert [r.json for r in crm.successes] == [{"app": SHOP_A}, {"app": SHOP_A}]  # not "***" after the delay
     assert SHOP_A not in deployment.admin("GET", f"/admin/events/{event_id}").text  # and still never shown
 
@@ -300,16 +300,6 @@ def test_our_date_written_back_by_hana_is_an_echo(deploy) -> None:
 def _echo_seen(client: redis.Redis) -> bool:
     events = [client.hgetall(f"hr:event:{i.decode()}") for i in client.zrange("hr:events", 0, -1)]
     return len(events) == 2 and any(e.get(b"echo") == b"true" and e.get(b"status") == b"done" for e in events)
-
-
-def end_delays(deployment: Deployment, rule_set=None) -> None:  # noqa: ANN001
-    """Make every scheduled job due now, then let a worker's RQ scheduler and the worker run them."""
-    from engine.runtime.worker import build_worker
-
-    scheduled = deployment.client.zrange("rq:scheduled:actions", 0, -1)
-    if scheduled:
-        deployment.client.zadd("rq:scheduled:actions", {job_id: 0 for job_id in scheduled})
-    build_worker(deployment.settings, deployment.client, rule_set=rule_set).work(burst=True, with_scheduler=True)
 
 
 def test_action_store_reads_a_record_of_any_shape(redis_client: redis.Redis) -> None:

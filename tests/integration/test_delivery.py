@@ -16,7 +16,6 @@ import requests
 
 from engine.config import Outbound
 from engine.runtime.action_state import ActionStore
-from engine.runtime.worker import build_worker
 from tests.conftest import SHOP_A, SHOP_A_TOKEN
 from tests.deployment import ACCESS_TOKEN, Deployment
 from tests.helpers import processes_with, sample, wait_for
@@ -357,14 +356,6 @@ def test_delay_is_scheduled_in_redis_and_runs_through_rqs_scheduler(deploy) -> N
     assert delay.kind == "delay" and delay.payload == {"delay": 1.0, "recheck": True}
 
 
-def end_delays(deployment: Deployment, rule_set=None) -> None:  # noqa: ANN001
-    """Make every scheduled job due now, then let a worker's RQ scheduler and the worker run them."""
-    scheduled = deployment.client.zrange("rq:scheduled:actions", 0, -1)
-    if scheduled:
-        deployment.client.zadd("rq:scheduled:actions", {job_id: 0 for job_id in scheduled})
-    build_worker(deployment.settings, deployment.client, rule_set=rule_set).work(burst=True, with_scheduler=True)
-
-
 def test_recheck_drops_the_delayed_actions_when_the_rule_no_longer_holds(deploy) -> None:
     deployment = deploy(DELAY_RULES)
     event_id = deployment.post("lead.created", _lead("open"))
@@ -374,7 +365,7 @@ def test_recheck_drops_the_delayed_actions_when_the_rule_no_longer_holds(deploy)
     assert scheduled == [f"act-{event_id}-follow-up-1-1".encode()]  # survives restarts: it is in Redis
     deployment.post("lead.updated", _lead("lost"))  # the lead moved on before the delay ended
     deployment.run_burst()
-    end_delays(deployment)
+    deployment.end_delays()
     _, delay, later = deployment.actions(event_id)
     assert later.status == "dropped" and "no longer hold" in later.error
     assert delay.status == "done" and "no longer hold" in delay.attempts[-1]["error"]
@@ -386,7 +377,7 @@ def test_a_delay_whose_rule_is_gone_after_a_reload_is_dropped_with_a_note(deploy
     deployment.run_burst()
     (deployment.settings.rules_dir / "rules.yaml").write_text("rules: []\n")
     assert deployment.admin("POST", "/admin/reload").status_code == 200
-    end_delays(deployment)
+    deployment.end_delays()
     later = deployment.actions(event_id)[2]
     assert later.status == "dropped" and "gone from the current rule set" in later.error
 
