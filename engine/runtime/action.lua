@@ -20,6 +20,20 @@ local CLAIMABLE = {pending = true, waiting = true, scheduled = true, retrying = 
 local TERMINAL = {done = true, failed = true, dropped = true, purged = true}
 local JOB_ALIVE = {queued = true, scheduled = true, started = true, deferred = true}
 
+local function job_alive(job)
+  -- A job RQ still means to run: queued, scheduled... or started by a worker that is still alive
+  -- (a worker that lost Redis mid-job leaves its job `started` until RQ's cleanup, minutes later).
+  local status, worker = unpack(redis.call('HMGET', ${job_key_prefix} .. job, 'status', 'worker_name'))
+  if not JOB_ALIVE[status or ''] then
+    return false
+  end
+  if status ~= 'started' or not worker or worker == '' then
+    return true
+  end
+  local worker_key = ${worker_prefix} .. worker
+  return redis.call('EXISTS', worker_key) == 1 and redis.call('HEXISTS', worker_key, 'death') == 0
+end
+
 local function append_json(hash, field, entry)
   -- Appends one JSON value to a JSON list held in a hash field, without decoding it.
   local list = redis.call('HGET', hash, field)
@@ -183,13 +197,19 @@ if op == 'finish' then
   -- ARGV: 4 job id, 5 outcome (done/waiting/parked/failed), 6 attempt JSON, 7 error, 8 response JSON,
   --       9 request JSON ('' = keep), 10 retry delay ms (waiting)
   local outcome = ARGV[5]
-  local status, lease = unpack(redis.call('HMGET', key, 'status', 'lease'))
+  local status, lease, recorded = unpack(redis.call('HMGET', key, 'status', 'lease', 'recorded'))
+  if recorded == ARGV[4] then
+    -- This job's outcome is on record already: the reply was lost (a connection cut, a failover)
+    -- and the worker asked again. A ticket is one attempt, so it is counted once.
+    return {'recorded'}
+  end
   if outcome == 'done' then
     -- A write Redis allows at maxmemory first: once a script has written, Redis lets it finish
     -- (it cannot stop one halfway), so a delivery that happened is recorded even when Redis is
     -- full. Losing this record is the one way to send it again.
     redis.call('HDEL', key, 'lease', 'lease_until')
   end
+  redis.call('HSET', key, 'recorded', ARGV[4])
   append_json(key, 'attempts', ARGV[6])
   redis.call('HSET', key, 'response', ARGV[8])
   if ARGV[9] ~= '' then
@@ -250,7 +270,7 @@ if op == 'rescue' then
     return {'waiting'}
   end
   if CLAIMABLE[status] and job then
-    if JOB_ALIVE[redis.call('HGET', ${job_key_prefix} .. job, 'status') or ''] then
+    if job_alive(job) then
       redis.call('ZADD', ${due_index}, NOW + ${grace_ms}, id)
       return {'queued'}
     end

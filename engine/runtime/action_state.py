@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
+from rq.worker import Worker
 
 from engine.errors import HanaRulesError
 from engine.hana import now_iso
@@ -186,6 +187,7 @@ class ActionStore:
             dead_letters=DEAD_LETTERS, parked_apps=PARKED_APPS, parked_prefix=PARKED_PREFIX,
             finished_index=FINISHED_EVENTS, failure_counts=FAILURE_COUNTS, grace_ms=GRACE_MS,
             job_id_prefix=ACTION_JOB_PREFIX, job_key_prefix=run_template.job_key_prefix,
+            worker_prefix=Worker.redis_worker_namespace_prefix,
             rq_queue=run_template.queue_key, rq_scheduled=run_template.scheduled_key,
             data_0=parts[0], data_1=parts[1], data_2=parts[2], data_3=parts[3],
             job_fields=run_template.constant_fields(),
@@ -274,11 +276,11 @@ class ActionStore:
         """An admin's delete of a dead letter or a parked action (a damaged record is deleted whole)."""
         return self._transition("purge", identifier)[0] in ("purged", "deleted")
 
-    def due(self, *, limit: int = 500) -> list[str]:
-        """Open actions whose time passed, by Redis's clock."""
+    def due(self, *, limit: int = 500, ahead_ms: int = 0) -> list[str]:
+        """Open actions whose time passed (or passes within `ahead_ms`), by Redis's clock."""
         seconds, microseconds = self.connection.time()
-        now_ms = seconds * 1000 + microseconds // 1000
-        return [member.decode() for member in self.connection.zrangebyscore(DUE_ACTIONS, "-inf", now_ms, 0, limit)]
+        until = seconds * 1000 + microseconds // 1000 + ahead_ms
+        return [member.decode() for member in self.connection.zrangebyscore(DUE_ACTIONS, "-inf", until, 0, limit)]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from rq.timeouts import BaseTimeoutException
 from engine.actions.errors import ActionError, Response
 from engine.actions.kinds import ActionEnvironment, execute
 from engine.actions.retry import next_delay
-from engine.config import Settings
+from engine.config import JOB_TIMEOUT, Settings
 from engine.hana import entity_of, now_iso, update_body
 from engine.redaction import redact
 from engine.rules.ruleset import Rule, RuleSet, render_actions
@@ -48,10 +48,11 @@ log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 10.0
 #: Set once the open actions of 0.1 were adopted (see adopt_legacy_actions).
 LEGACY_MARK = "hr:upgraded:actions-0.2"
-#: How long recording an outcome keeps trying through a Redis blip before giving up (the lease
-#: then expires and the sweeper retries the action: the one window for a repeated delivery).
-#: Kept short: an attempt (≤ 25 s) and its record must end inside the 30 s job timeout.
-RECORD_PATIENCE_SECONDS = 3.0
+#: Recording an outcome keeps trying through a Redis blip or a Sentinel failover for as long as
+#: the lease still holds (nobody else may retry the action until then), stopping this long
+#: before the lease or the job timeout ends. Giving up is the one window for a repeated delivery:
+#: the lease expires and the sweeper retries the action.
+RECORD_MARGIN_SECONDS = 1.0
 
 
 def lease_ms(settings: Settings) -> int:
@@ -71,6 +72,7 @@ def run_action(event_id: str, rule_id: str, index: str) -> str:
 def deliver(context: WorkerContext, identifier: str, job_id: str) -> tuple[str, str]:
     """(outcome, kind) of one job's turn at an action."""
     store = context.actions
+    claimed_at = time.monotonic()
     claimed = store.claim(identifier, job_id, lease_ms=lease_ms(context.settings))
     if claimed == "parked":
         return "parked", "hana_update"
@@ -78,10 +80,12 @@ def deliver(context: WorkerContext, identifier: str, job_id: str) -> tuple[str, 
         if claimed in ("missing", "damaged"):
             log.warning("action %s: %s; nothing to deliver", identifier, claimed)
         return claimed, "-"  # done, failed, dropped, held by another job, or a stale ticket
+    context.settle()  # a claim a failover took back would let another job deliver it again
     record = store.load(identifier)
     assert record is not None  # claimed a moment ago; only retention removes records, and never open ones
     settings = context.settings
     started = time.monotonic()
+    give_up = claimed_at + min(lease_ms(settings) / 1000, JOB_TIMEOUT) - RECORD_MARGIN_SECONDS
     if record.kind == "delay":
         try:
             return resume(context, record, job_id), "delay"
@@ -89,7 +93,7 @@ def deliver(context: WorkerContext, identifier: str, job_id: str) -> tuple[str, 
             broke = _unexpected(exc, settings)
             outcome, retry_in = _judge(record, broke, settings)
             _record(context, record, job_id, outcome, started=started, response=None, failure=broke,
-                    retry_in=retry_in)  # fmt: skip
+                    retry_in=retry_in, give_up=give_up)  # fmt: skip
             return outcome.value, "delay"
     application = settings.application(record.application_id) or (
         settings.applications[0] if settings.uses_default_application else None)  # fmt: skip
@@ -105,7 +109,7 @@ def deliver(context: WorkerContext, identifier: str, job_id: str) -> tuple[str, 
         failure = _unexpected(exc, settings)
     outcome, retry_in = _judge(record, failure, settings)
     _record(context, record, job_id, outcome, started=started, response=response, failure=failure,
-            retry_in=retry_in)  # fmt: skip
+            retry_in=retry_in, give_up=give_up)  # fmt: skip
     if outcome is ActionStatus.DONE and record.kind == "hana_update":
         context.echoes.remember(record.application_id, update_body(record.payload))
     return outcome.value, record.kind
@@ -132,8 +136,10 @@ def _judge(record: ActionRecord, failure: ActionError | None, settings: Settings
 
 
 def _record(context: WorkerContext, record: ActionRecord, job_id: str, outcome: ActionStatus, *, started: float,
-            response: Response | None, failure: ActionError | None, retry_in: float) -> None:  # fmt: skip
-    """Write the attempt and the outcome; every error, response and request stored is masked here."""
+            response: Response | None, failure: ActionError | None, retry_in: float,
+            give_up: float) -> None:  # fmt: skip
+    """Write the attempt and the outcome, trying until `give_up` (monotonic); every error, response and
+    request stored is masked here."""
     secrets = context.secrets
     error = redact(str(failure), secrets) if failure else ""
     answer = response or (failure.response if failure else None)
@@ -148,7 +154,6 @@ def _record(context: WorkerContext, record: ActionRecord, job_id: str, outcome: 
                     record.kind, record.attempt_number, error, outcome.value, extra=where)  # fmt: skip
     else:
         log.info("event %s rule %s: %s action done", record.event_id, record.rule, record.kind, extra=where)
-    deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
     while True:
         try:
             context.actions.finish(record.id, job_id, outcome, attempt=attempt, error=error, response=shown,
@@ -159,7 +164,7 @@ def _record(context: WorkerContext, record: ActionRecord, job_id: str, outcome: 
             # A `done` is recorded even at maxmemory (action.lua); a retry job needs room: make some.
             if isinstance(exc, redis.OutOfMemoryError):
                 context.retention.make_room()
-            if time.monotonic() > deadline:
+            if time.monotonic() > give_up:
                 log.error("action %s: its outcome (%s) could not be recorded (%s); its lease will expire and the "
                           "sweeper retry it", record.id, outcome.value, exc, extra=where)  # fmt: skip
                 raise
@@ -266,11 +271,12 @@ def adopt_legacy_actions(context: WorkerContext) -> int:
     return adopted
 
 
-def rescue_actions(context: WorkerContext, *, limit: int = 500) -> Counter[str]:
-    """The sweeper: every open action whose time passed gets a job again, or its expired lease ends."""
+def rescue_actions(context: WorkerContext, *, limit: int = 500, ahead_ms: int = 0) -> Counter[str]:
+    """The sweeper: every open action whose time passed gets a job again, or its expired lease ends.
+    `ahead_ms`: also look now at those due that much later (whose job may have died already)."""
     outcomes: Counter[str] = Counter()
     delivery = context.settings.delivery
-    for identifier in context.actions.due(limit=limit):
+    for identifier in context.actions.due(limit=limit, ahead_ms=ahead_ms):
         record = context.actions.load(identifier)
         retry_in = next_delay(record.attempt_number if record else 1, delivery, None)
         attempt = {"at": now_iso(), "status_code": None, "duration_ms": None,

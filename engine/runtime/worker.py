@@ -24,6 +24,7 @@ from engine.config import Settings
 from engine.rules.ruleset import RuleSet
 from engine.runtime import context as worker_context
 from engine.runtime import delivery, jobs
+from engine.runtime.action_state import GRACE_MS
 from engine.runtime.embedded import die_with_parent
 from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue
 
@@ -86,16 +87,22 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
     stop = threading.Event()
     worked = False
     wait = 1.0
-    restarted = False
+    worker: HanaWorker | None = None
+    previous: HanaWorker | None = None  # the worker whose loop ended on an error, until buried
     while True:
         try:
+            if previous is not None:
+                previous.register_death()  # so its job, left `started`, is known to be nobody's
             worker = build_worker(settings, connection)
             context = worker_context.current()
             delivery.adopt_legacy_actions(context)
-            if restarted:
+            if previous is not None:
                 # The jobs this worker held when Redis failed are gone with their failure: drain every
-                # lead nobody drains now, rather than in a minute (actions: their leases do it).
+                # lead nobody drains now, and give back the actions it had taken, rather than in a minute
+                # (one it had begun to deliver waits for its lease: whether it was sent is unknown).
                 jobs.sweep_stalled_queues(connection, older_than=0)
+                delivery.rescue_actions(context, ahead_ms=GRACE_MS)
+                previous = None
             log.info("worker: rule set %s, %d rules", context.rule_set.version, len(context.rule_set.rules))
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
             worked = worker.work(burst=burst, with_scheduler=True, logging_level=level) or worked
@@ -107,7 +114,7 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
             _make_room(connection, settings)
         except redis.RedisError as exc:
             log.error("worker: Redis unavailable (%s); starting again in %.0fs", exc, wait)
-        restarted = True
+        previous = previous or worker
         _stop_on_signal(stop)
         if stop.wait(wait):
             return worked

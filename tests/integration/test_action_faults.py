@@ -18,7 +18,7 @@ from rq.registry import StartedJobRegistry
 
 from engine.runtime import context as worker_context
 from engine.runtime import delivery, jobs
-from engine.runtime.action_state import DUE_ACTIONS, ActionStore
+from engine.runtime.action_state import DUE_ACTIONS, GRACE_MS, ActionStore
 from engine.runtime.queues import ACTIONS_QUEUE, queue
 from tests.conftest import SHOP_A
 from tests.deployment import Deployment
@@ -96,6 +96,30 @@ def test_two_runs_of_one_job_at_once_deliver_once(deploy) -> None:
     assert [a["status_code"] for a in action.attempts] == [200]
 
 
+def test_an_outcome_whose_reply_was_lost_is_recorded_once(deploy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failover or a cut connection after Redis ran `finish` but before its reply arrived: the
+    worker asks again, and the attempt is still counted once (it was two, with the same time)."""
+    deployment = deploy(WEBHOOK_RULE)
+    finish = ActionStore.finish
+    cut = []
+
+    def finish_then_lose_the_reply(self, *arguments, **options):
+        outcome = finish(self, *arguments, **options)
+        if not cut:
+            cut.append(outcome)
+            raise redis.ConnectionError("Connection closed by server.")
+        return outcome
+
+    monkeypatch.setattr(ActionStore, "finish", finish_then_lose_the_reply)
+    with stub_server() as crm:
+        event_id = deployment.post("lead.created", lead(crm.port))
+        deployment.run_burst()
+        assert len(crm.requests) == 1
+    [action] = deployment.actions(event_id)
+    assert cut == ["done"] and action.status == "done"
+    assert [a["status_code"] for a in action.attempts] == [200]
+
+
 def test_an_action_whose_job_was_lost_is_queued_again_by_the_sweeper(deploy) -> None:
     deployment = deploy(WEBHOOK_RULE)
     with stub_server() as crm:
@@ -108,6 +132,27 @@ def test_an_action_whose_job_was_lost_is_queued_again_by_the_sweeper(deploy) -> 
         [member] = deployment.client.zrange(DUE_ACTIONS, 0, -1)
         deployment.client.zadd(DUE_ACTIONS, {member: 0})
         assert delivery.rescue_actions(worker_context.current())["requeued"] == 1
+        deployment.run_burst()
+        assert len(crm.successes) == 1
+    assert deployment.actions(event_id)[0].status == "done"
+
+
+def test_an_action_whose_job_a_dead_worker_had_started_is_queued_again(deploy) -> None:
+    """A worker that lost Redis between taking a job and claiming its action leaves the job
+    `started` (RQ's cleanup calls it abandoned minutes later); once that worker is known dead,
+    the sweeper gives the action a new job. A started job of a live worker is left alone."""
+    deployment = deploy(WEBHOOK_RULE)
+    with stub_server() as crm:
+        event_id = deployment.post("lead.created", lead(crm.port))
+        process_events_only(deployment, event_id)
+        [job_id] = deployment.client.lrange("rq:queue:actions", 0, -1)
+        deployment.client.delete("rq:queue:actions")  # taken from the queue...
+        deployment.client.hset(b"rq:job:" + job_id, mapping={"status": "started", "worker_name": "w1"})
+        deployment.client.hset("rq:worker:w1", mapping={"birth": "2026-12-02T00:00:00Z"})  # ...by a live worker
+        sweep = delivery.rescue_actions(worker_context.current(), ahead_ms=GRACE_MS)
+        assert sweep == {"queued": 1} and deployment.client.llen("rq:queue:actions") == 0
+        deployment.client.hset("rq:worker:w1", "death", "2026-12-02T00:00:01Z")  # which then died
+        assert delivery.rescue_actions(worker_context.current(), ahead_ms=GRACE_MS) == {"requeued": 1}
         deployment.run_burst()
         assert len(crm.successes) == 1
     assert deployment.actions(event_id)[0].status == "done"
