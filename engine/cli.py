@@ -146,9 +146,10 @@ def check(settings: Settings, directory: str | None) -> None:
 )
 @click.option("--rules", "directory", type=click.Path(file_okay=False), help="Rules folder (default: rules_dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print the simulate JSON of the admin API.")
+@click.option("--lang", "language", default=None, help="vi or en (default: from LANG).")
 @with_settings(tokens=False)
 def simulate(settings: Settings, event_type: str, file: Any, previous_file: Any, directory: str | None,
-             as_json: bool) -> None:  # fmt: skip
+             as_json: bool, language: str | None) -> None:  # fmt: skip
     """Show which rules an event (a Hana body in FILE, - for stdin) matches, and why; nothing is sent."""
     from engine.hana import EVENT_TYPES, canonical_event_type
     from engine.redaction import redact
@@ -166,8 +167,9 @@ def simulate(settings: Settings, event_type: str, file: Any, previous_file: Any,
         click.echo(json.dumps(evaluation, ensure_ascii=False, indent=2))
         return
     from engine.cli_output import print_simulation
+    from engine.sentences import language_of
 
-    print_simulation(canonical, evaluation, rule_set)
+    print_simulation(canonical, evaluation, rule_set, language_of(language or os.environ.get("LANG")))
 
 
 @main.command(name="test")

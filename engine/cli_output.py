@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
+from engine.rules.explain import in_reading_order
 from engine.rules.ruleset import RuleSet
+from engine.sentences import describe
 
 
 def _short(value: Any, limit: int = 70) -> str:
@@ -15,7 +17,8 @@ def _short(value: Any, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def print_simulation(event_type: str, evaluation: dict[str, Any], rule_set: RuleSet) -> None:
+def print_simulation(event_type: str, evaluation: dict[str, Any], rule_set: RuleSet, language: str = "en") -> None:
+    """Each condition as a sentence in `language` (engine/sentences.py), each payload whole."""
     listening = len(rule_set.by_event.get(event_type, ()))
     click.echo(f"{event_type} against rule set {evaluation['version']}: {listening} rule(s) listen to it\n")
     for rule in evaluation["rules"]:
@@ -30,20 +33,19 @@ def print_simulation(event_type: str, evaluation: dict[str, Any], rule_set: Rule
                 click.echo(f"    {note}")
         for name, value in (rule.get("vars") or {}).items():
             click.echo(f"    vars.{name} = {_short(value)}")
-        for condition in rule["conditions"]:
-            mark = click.style("✓", fg="green") if condition["result"] else click.style("✗", fg="red")
-            if condition["expected"] in ("all", "any", "not"):
-                click.echo(f"    {mark} {condition['path']:<18} ({condition['expected']})")
-                continue
-            seen = "missing" if condition.get("missing") else _short(condition["value"], 40)
-            line = f"    {mark} {condition['path']:<18} saw {seen}, expected {_short(condition['expected'], 40)}"
-            if condition.get("error"):
-                line += f"  [{condition['error']}]"
-            click.echo(line)
+        for condition in in_reading_order(rule["conditions"]):
+            sentence = describe(condition, language)
+            mark = click.style("✓", fg="green") if sentence.result else click.style("✗", fg="red")
+            seen = f": {sentence.seen}" if sentence.seen else ""
+            click.echo(f"    {'  ' * sentence.depth}{mark} {sentence.claim}{seen}")
         for action in rule["actions"]:
             later = " (after the delay)" if action.get("delayed") else ""
-            shown = action.get("error") or _short(action["payload"], 90)
-            click.echo(f"    → {action['kind']}{later}: {shown}")
+            if action.get("error"):
+                click.echo(f"    → {action['kind']}{later}: {action['error']}")
+                continue
+            # Whole, never cut: this is what would be sent.
+            payload = json.dumps(action["payload"], ensure_ascii=False, indent=2).replace("\n", "\n      ")
+            click.echo(f"    → {action['kind']}{later}:\n      {payload}")
         click.echo("")
     matched = ", ".join(evaluation["matched"]) or "none"
     click.echo(f"Matched: {matched}. Nothing was sent.")

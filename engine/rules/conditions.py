@@ -31,6 +31,18 @@ MAX_JSONPATH_STEPS = 50
 _SIMPLE_JSONPATH = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
+#: What a trace entry says a condition is (`op`, and `field` or `jsonpath`, `modifiers`): the words of
+#: its explanation (engine/rules/explain.py) come from what was evaluated, not from today's rules.
+ALL, ANY, NOT, TEMPLATE = ({"op": kind} for kind in ("all", "any", "not", "template"))
+
+
+def _about(op: str, modifiers: Modifiers, **subject: str) -> dict[str, Any]:
+    about: dict[str, Any] = {"op": op, **subject}
+    if modifiers.ignore_case or modifiers.ignore_accents:
+        about["modifiers"] = [m for m in MODIFIERS if getattr(modifiers, m)]
+    return about
+
+
 def suggest(word: str, choices: Any) -> str | None:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
@@ -114,7 +126,7 @@ class ConditionCompiler:
             results = [check(context, body, tracer) for check in checks]  # explain every one
             result = all(results)
             if explicit:
-                tracer.condition(label, result, None, "all")
+                tracer.condition(label, result, None, "all", about=ALL)
             return result
 
         return check_all
@@ -132,7 +144,7 @@ class ConditionCompiler:
                         return True
                 return False
             result = any([check(context, body, tracer) for check in checks])
-            tracer.condition(label, result, None, "any")
+            tracer.condition(label, result, None, "any", about=ANY)
             return result
 
         return check_any
@@ -146,7 +158,7 @@ class ConditionCompiler:
         def check_not(context: dict[str, Any], body: Any, tracer: Any) -> bool:
             result = not inner(context, body, tracer)
             if tracer is not None:
-                tracer.condition(label, result, None, "not")
+                tracer.condition(label, result, None, "not", about=NOT)
             return result
 
         return check_not
@@ -167,11 +179,11 @@ class ConditionCompiler:
                 value = template.render(context)
             except TemplateRenderError as exc:
                 if tracer is not None:
-                    tracer.condition(label, False, expected=source, error=str(exc))
+                    tracer.condition(label, False, expected=source, error=str(exc), about=TEMPLATE)
                 return False
             result = bool(value) and value not in ("False", "false", "0")
             if tracer is not None:
-                tracer.condition(label, result, value, source)
+                tracer.condition(label, result, value, source, about=TEMPLATE)
             return result
 
         return check_template
@@ -189,6 +201,7 @@ class ConditionCompiler:
         before = equality(spec["from"], modifiers) if "from" in spec else None
         after = equality(spec["to"], modifiers) if "to" in spec else None
         expected = {k: spec[k] for k in ("from", "to") if k in spec} or "changed"
+        about = _about("changed", modifiers, field=name)
 
         def check_changed(context: dict[str, Any], body: Any, tracer: Any) -> bool:
             changed = context["event"]["entity"] == entity and attribute in context.get("changes", ())
@@ -196,7 +209,7 @@ class ConditionCompiler:
             new = (context.get(entity) or {}).get(attribute, MISSING)
             result = changed and (before is None or before(old)) and (after is None or after(new))
             if tracer is not None:
-                tracer.condition(label, result, {"changed": changed, "from": old, "to": new}, expected)
+                tracer.condition(label, result, {"changed": changed, "from": old, "to": new}, expected, about=about)
             return bool(result)
 
         return check_changed
@@ -223,6 +236,8 @@ class ConditionCompiler:
             self.report((*where, name), str(exc), exc.hint)
             return None
         expected = spec[name]
+        about = (_about(name, modifiers, field=str(spec["field"])) if "field" in spec
+                 else _about(name, modifiers, jsonpath=str(spec["path"])))  # `path` names the trace entry  # fmt: skip
         if "field" in spec:
             getter = self._field(spec["field"], (*where, "field"))
             if getter is None:
@@ -234,10 +249,10 @@ class ConditionCompiler:
                     result = test(value)
                 except Exception as exc:  # noqa: BLE001 - an odd value must never break evaluation
                     if tracer is not None:
-                        tracer.condition(label, False, value, expected, error=f"could not evaluate: {exc}")
+                        tracer.condition(label, False, value, expected, error=f"could not evaluate: {exc}", about=about)
                     return False
                 if tracer is not None:
-                    tracer.condition(label, result, value, expected)
+                    tracer.condition(label, result, value, expected, about=about)
                 return result
 
             return check_field
@@ -251,10 +266,10 @@ class ConditionCompiler:
                 result = any(test(m) for m in matches) if matches else test(MISSING)
             except Exception as exc:  # noqa: BLE001
                 if tracer is not None:
-                    tracer.condition(label, False, matches, expected, error=f"could not evaluate: {exc}")
+                    tracer.condition(label, False, matches, expected, error=f"could not evaluate: {exc}", about=about)
                 return False
             if tracer is not None:
-                tracer.condition(label, result, matches if matches else MISSING, expected)
+                tracer.condition(label, result, matches if matches else MISSING, expected, about=about)
             return result
 
         return check_path

@@ -160,8 +160,10 @@ class RecordingTracer:
         self.secrets = secrets
 
     def condition(
-        self, path: str, result: bool, value: Any = MISSING, expected: Any = None, error: str | None = None
+        self, path: str, result: bool, value: Any = MISSING, expected: Any = None, error: str | None = None,
+        about: dict[str, Any] | None = None,
     ) -> None:
+        """`about`: what the condition is (op, field or path, modifiers), for its sentence."""
         if self.secrets:
             value, expected = self._masked(value), self._masked(expected)
         shown, length = cut(value)
@@ -175,6 +177,8 @@ class RecordingTracer:
             entry["missing"] = True
         if error:
             entry["error"] = cut(self._masked(error), ERROR_LIMIT)[0]
+        if about:
+            entry.update(about)
         self.conditions.append(entry)
 
     def _masked(self, value: Any) -> Any:

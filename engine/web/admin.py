@@ -23,6 +23,7 @@ from engine.runtime.events import EventStatus, EventStore, StoredEvent
 from engine.runtime.intake import Intake
 from engine.runtime.jobs import MATCH_COUNTS
 from engine.runtime.loading import RuleRegistry, load_rules
+from engine.sentences import LANGUAGES, describe, language_of
 from engine.web.errors import error
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -105,8 +106,14 @@ def simulate_event() -> tuple[Response, int]:
     previous = body.get("previous")
     if previous is not None and not isinstance(previous, dict):
         return error(400, 'previous must be an object such as {"lead": {"attr": value}}')
-    evaluation = simulate(_rules().current(), event_type, body["payload"], previous, secrets=_secrets())
-    return jsonify(redact(evaluation.as_json(), _secrets())), 200
+    evaluation = simulate(_rules().current(), event_type, body["payload"], previous, secrets=_secrets()).as_json()
+    evaluation["rules"] = with_sentences(evaluation["rules"], _language())
+    return jsonify(redact(evaluation, _secrets())), 200
+
+
+def _language() -> str:
+    """`?lang=vi`, else the Accept-Language Hana's admin sends, else English."""
+    return language_of(request.args.get("lang") or request.accept_languages.best_match(LANGUAGES))
 
 
 def _summary(event: StoredEvent) -> dict[str, Any]:
@@ -161,12 +168,20 @@ def event_detail(event_id: str) -> tuple[Response, int]:
     detail = {
         **_summary(event), "body": body, "context": event.context, "warnings": list(event.warnings),
         "echo": event.document("echo") or False, "version": event.text("version"), "error": event.text("error"),
-        "reason": event.reason, "duplicates": event.duplicates, "rules": evaluation.get("rules", []),
+        "reason": event.reason, "duplicates": event.duplicates,
+        "rules": with_sentences(evaluation.get("rules", []), _language()),
         "actions": [_action_summary(r.shown(_secrets())) for r in _actions().for_event(event_id)],
     }  # fmt: skip
     if event.damaged:
         detail["damaged"] = event.damaged
     return jsonify(redact(detail, _secrets())), 200
+
+
+def with_sentences(rules: list[dict[str, Any]], language: str) -> list[dict[str, Any]]:
+    """Each condition gains `text`: its sentence in `language` (SPEC §10)."""
+    return [{**rule, "conditions": [{**condition, "text": describe(condition, language).text}
+                                    for condition in rule.get("conditions") or []]}
+            for rule in rules if isinstance(rule, dict)]  # fmt: skip
 
 
 def _action_summary(shown: dict[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def test_sample_matches_the_example_rule_of_the_spec() -> None:
     assert paths == ["when/0", "when/1/any/0", "when/1/any/1", "when/1", "when/2/not", "when/2", "when/3", "when/4"]
     by_path = {c["path"]: c for c in rule["conditions"]}
     assert by_path["when/1/any/0"] == {"path": "when/1/any/0", "result": False, "value": "toan.truyen@example.com",
-                                       "expected": "@gmail.com"}  # fmt: skip
+                                       "expected": "@gmail.com", "op": "ends_with",
+                                       "field": "lead.baseEmail"}  # fmt: skip
     assert by_path["when/3"]["value"] == ["Youtube", "Sendo"]
     assert rule["actions"] == [{"index": 0, "kind": "hana_update",
                                 "payload": {"lead": {"id": "e734c76a-52ca-44f0-a21e8e1fe627c308",
