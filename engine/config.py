@@ -7,6 +7,7 @@ came from the environment.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets as token_source
@@ -88,6 +89,15 @@ class LoopGuard:
 
 
 @dataclass(frozen=True)
+class Console:
+    """SPEC §10: the key that signs console sessions (None: generated into data_dir), and
+    `read_only` for rule sets kept in git."""
+
+    secret_key: str | None = None
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved once; never mutated while serving."""
 
@@ -114,6 +124,7 @@ class Settings:
     smtp: Smtp | None = None
     delivery: Delivery = field(default_factory=Delivery)
     loop_guard: LoopGuard = field(default_factory=LoopGuard)
+    console: Console = field(default_factory=Console)
     secrets: frozenset[str] = frozenset()
 
     @property
@@ -225,6 +236,9 @@ def _resolve(
     outbound_raw = raw.get("outbound") or {}
     delivery_raw = raw.get("delivery") or {}
     loop_raw = raw.get("loop_guard") or {}
+    console_raw = raw.get("console") or {}
+    if console_raw.get("secret_key"):
+        found_secrets.add(console_raw["secret_key"])
     smtp_raw = raw.get("smtp")
     defaults = Delivery()
     guard_defaults = LoopGuard()
@@ -272,6 +286,10 @@ def _resolve(
             limit=number("loop_guard.limit", loop_raw.get("limit", guard_defaults.limit), minimum=1),
             per=duration("loop_guard.per", loop_raw.get("per", guard_defaults.per)),
             hold=duration("loop_guard.hold", loop_raw.get("hold", guard_defaults.hold)),
+        ),
+        console=Console(
+            secret_key=console_raw.get("secret_key") or _secret(env, "HANA_RULES_SECRET_KEY", found_secrets),
+            read_only=bool(console_raw.get("read_only", False)),
         ),
         secrets=frozenset(found_secrets),
     )
@@ -365,30 +383,37 @@ def with_generated_tokens(settings: Settings) -> Settings:
 
 
 def _read_or_create_secrets(data_dir: Path) -> dict[str, str]:
+    return generated_secrets(data_dir, ("admin_token", 32), ("webhook_token", 24))
+
+
+def generated_secrets(data_dir: Path, *wanted: tuple[str, int]) -> dict[str, str]:
+    """`data_dir/secrets.json` (mode 0600), with each wanted (name, bytes) secret made once.
+
+    Under a file lock, so processes starting at once agree; other names in the file are kept
+    (the tokens and the console's session key live side by side).
+    """
     path = data_dir / SECRETS_FILE_NAME
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(stored, dict) and {"admin_token", "webhook_token"} <= stored.keys():
-            return stored
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot read generated tokens ({exc}); delete the file to regenerate", file=str(path)
-        ) from exc
     data_dir.mkdir(parents=True, exist_ok=True)
-    stored = {"admin_token": token_source.token_urlsafe(32), "webhook_token": token_source.token_urlsafe(24)}
-    temporary = path.with_suffix(".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(stored, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    # Two processes starting at once must agree on one set of tokens: the first link wins.
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        os.unlink(temporary)
-        return json.loads(path.read_text(encoding="utf-8"))
-    os.unlink(temporary)
-    return stored
+    with open(data_dir / ".secrets.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            stored = {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot read generated tokens ({exc}); delete the file to regenerate", file=str(path)
+            ) from exc
+        if not isinstance(stored, dict):
+            raise ConfigError("generated tokens are not a JSON object; delete the file to regenerate", file=str(path))
+        missing = [(name, size) for name, size in wanted if not isinstance(stored.get(name), str) or not stored[name]]
+        if missing:
+            stored.update({name: token_source.token_urlsafe(size) for name, size in missing})
+            temporary = path.with_suffix(".tmp")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(stored, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        return stored

@@ -92,6 +92,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {"limit": _COUNT, "per": _DURATION, "hold": _DURATION},
         },
+        "console": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"secret_key": {"type": "string", "minLength": 16}, "read_only": {"type": "boolean"}},
+        },
     },
 }
 

@@ -23,6 +23,7 @@ from engine.runtime.events import EventStatus, EventStore, StoredEvent
 from engine.runtime.intake import Intake
 from engine.runtime.jobs import MATCH_COUNTS
 from engine.runtime.loading import RuleRegistry, load_rules
+from engine.runtime.views import EventFilter, list_events
 from engine.sentences import LANGUAGES, describe, language_of
 from engine.web.errors import error
 
@@ -130,28 +131,12 @@ def events() -> tuple[Response, int]:
         limit = 0
     if not 1 <= limit <= MAX_LIMIT:
         return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    wanted_type = request.args.get("type")
-    wanted_rule = request.args.get("rule")
-    wanted_status = request.args.get("status")
-    if wanted_status and wanted_status not in {s.value for s in EventStatus}:
-        return error(400, f"status must be one of {', '.join(s.value for s in EventStatus)}")
-    store = _events()
-    found = []
-    for event_id in store.recent(MAX_LIMIT * 5):
-        event = store.load(event_id)
-        if event is None:
-            continue
-        summary = _summary(event)
-        if wanted_type and canonical_event_type(wanted_type) != event.type:
-            continue
-        if wanted_status and summary["status"] != wanted_status:
-            continue
-        if wanted_rule and wanted_rule not in summary["matched"]:
-            continue
-        found.append(summary)
-        if len(found) >= limit:
-            break
-    return jsonify({"events": found}), 200
+    try:
+        wanted = EventFilter.from_arguments(request.args)
+    except ValueError as exc:
+        return error(400, str(exc))
+    page = list_events(current_app.extensions["hana_rules.redis"], wanted, limit=limit)
+    return jsonify({"events": page.rows}), 200
 
 
 @blueprint.get("/events/<event_id>")

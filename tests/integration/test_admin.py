@@ -17,6 +17,7 @@ from engine.web.app import create_app
 from tests.conftest import SHOP_A, SHOP_A_TOKEN
 from tests.helpers import live_server, sample, wait_for, worker_processes
 
+LEAD_ID = "e734c76a-52ca-44f0-a21e8e1fe627c308"  # the sample body's lead
 RULES_V1 = """
 rules:
   - id: greet
@@ -81,7 +82,11 @@ def test_rules_simulate_events_detail_and_replay(admin, redis_client: redis.Redi
     build_worker(settings, redis_client).work(burst=True)
     listed = session.get(f"{url}/admin/events", params={"type": "lead.created", "rule": "greet"}).json()["events"]
     assert listed == [{"id": event_id, "type": "lead.created", "received_at": listed[0]["received_at"],
-                       "status": "done", "matched": ["greet"]}]  # fmt: skip
+                       "status": "done", "matched": ["greet"], "application_id": SHOP_A,
+                       "entity_id": LEAD_ID}]  # fmt: skip
+    by_lead = session.get(f"{url}/admin/events", params={"entity": LEAD_ID}).json()["events"]
+    assert [e["id"] for e in by_lead] == [event_id]
+    assert session.get(f"{url}/admin/events", params={"entity": "someone-else"}).json()["events"] == []
     assert session.get(f"{url}/admin/events", params={"status": "quarantined"}).json()["events"] == []
     detail = session.get(f"{url}/admin/events/{event_id}").json()
     assert detail["body"] == sample() and detail["context"]["lead"]["baseName"] == "Toan Truyen"
