@@ -309,6 +309,10 @@ def events_list(settings: Settings, event_type: str | None, rule: str | None, st
 @with_settings
 def events_show(settings: Settings, event_id: str, url: str | None, as_json: bool) -> None:
     """One event: what arrived, what each rule saw, what each action did."""
+    from engine.rules.explain import in_reading_order
+    from engine.sentences import describe, language_of
+
+    language = language_of(os.environ.get("LANG"))
     body = _admin_call(settings, url, "GET", f"/admin/events/{event_id}")
     if as_json:
         click.echo(json.dumps(body, ensure_ascii=False, indent=2))
@@ -320,11 +324,9 @@ def events_show(settings: Settings, event_id: str, url: str | None, as_json: boo
     for rule in body.get("rules") or []:
         mark = "✓" if rule["matched"] else "✗"
         click.echo(f"  {mark} {rule['id']}{'  — ' + rule['skipped'] if rule.get('skipped') else ''}")
-        for condition in rule.get("conditions") or []:
-            if condition["expected"] in ("all", "any", "not"):
-                continue
-            result = "✓" if condition["result"] else "✗"
-            click.echo(f"      {result} {condition['path']}: saw {json.dumps(condition['value'], ensure_ascii=False)}")
+        for condition in in_reading_order(rule.get("conditions") or []):
+            sentence = describe(condition, language)
+            click.echo(f"      {'  ' * sentence.depth}{sentence.text}")
     for action in body.get("actions") or []:
         tries = ", ".join(str(a.get("status_code") or a.get("error") or "?") for a in action["attempts"]) or "none"
         click.echo(f"  → {action['rule']}#{action['index']} {action['kind']}: {action['status']} (attempts: {tries})")

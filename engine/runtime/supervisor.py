@@ -156,6 +156,7 @@ class Supervisor:
                 lines.append(f"    {event_type:<20} {url}/hooks/{event_type}?token={app.webhook_token}")
         lines += [
             "",
+            f"Console: {url}/console/  (log in with the admin token)",
             f"Admin token: {self.settings.admin_token}",
             f"Workers: {self.workers}; Redis: {self._redis_description()}",
             "Press Ctrl-C to stop.",

@@ -17,6 +17,7 @@ from engine.runtime.intake import MAX_BODY_BYTES, Intake
 from engine.runtime.journal import Journal, JournalDrainer
 from engine.runtime.loading import RuleRegistry
 from engine.web import admin, errors, health, hooks
+from engine.web.console import pages as console
 
 
 def create_app(
@@ -52,6 +53,7 @@ def create_app(
     app.register_blueprint(hooks.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(admin.blueprint)
+    console.install(app, settings)
     errors.install(app)
 
     if drain_journal:

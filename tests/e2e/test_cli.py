@@ -70,7 +70,8 @@ def test_simulate_json_has_the_shape_of_the_admin_api(tmp_path: Path) -> None:
     assert answer["matched"] == ["normalize-phone-to-e164"]
     rule = next(r for r in answer["rules"] if r["id"] == "normalize-phone-to-e164")
     assert rule["conditions"] == [{"path": "when/0", "result": True, "value": "0978712200",
-                                   "expected": "^0[0-9]{9}$"}]  # fmt: skip
+                                   "expected": "^0[0-9]{9}$", "op": "matches",
+                                   "field": "lead.basePhonenumber"}]  # fmt: skip
     assert rule["actions"][0]["payload"] == {"lead": {"id": "e734c76a-52ca-44f0-a21e8e1fe627c308",
                                                       "basePhonenumber": "+84978712200"}}  # fmt: skip
 

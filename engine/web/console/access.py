@@ -102,8 +102,8 @@ def too_many_failures(connection: redis.Redis, address: str) -> bool:
 def count_failure(connection: redis.Redis, address: str) -> None:
     try:
         with connection.pipeline() as pipe:
+            pipe.set(FAILED_LOGINS_PREFIX + address, 0, ex=LOGIN_WINDOW_SECONDS, nx=True)  # the window opens
             pipe.incr(FAILED_LOGINS_PREFIX + address)
-            pipe.expire(FAILED_LOGINS_PREFIX + address, LOGIN_WINDOW_SECONDS, nx=True)
             pipe.execute()
     except redis.RedisError:
         pass

@@ -1,0 +1,233 @@
+"""The console's pages (SPEC §10): thin views over the read models the admin API uses.
+
+Each view reads its arguments, calls one function of `engine.runtime.views` (or the stores)
+and renders a template; the words are in the templates and `engine/sentences.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import Babel, get_locale
+from flask_babel import gettext as _
+
+from engine.config import Settings
+from engine.hana import EVENT_TYPES
+from engine.redaction import redact
+from engine.rules.explain import first_failure, in_reading_order
+from engine.runtime.events import EventStatus, EventStore
+from engine.runtime.views import EventFilter, list_events
+from engine.sentences import LANGUAGES, TRANSLATIONS, describe, language_of, translations, value_text
+from engine.web.console import access
+
+blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+                      static_folder="static", static_url_path="/static")  # fmt: skip
+
+PAGE_SIZE = 50
+#: Pages anyone may open: the login form, its assets, and the language switch.
+OPEN_ENDPOINTS = frozenset({"console.login", "console.static", "console.language"})
+
+
+def install(app: Any, settings: Settings) -> None:
+    """Mount the console on the receiver's app."""
+    access.configure(app, settings)
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
+    app.config["BABEL_DEFAULT_LOCALE"] = "en"
+    Babel(app, locale_selector=reader_language)
+    app.register_blueprint(blueprint)
+
+
+def reader_language() -> str:
+    """The switch remembered in the session, else what the browser accepts, else English."""
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return chosen
+    return language_of(request.accept_languages.best_match(LANGUAGES))
+
+
+def _settings() -> Settings:
+    return current_app.extensions["hana_rules.settings"]
+
+
+def _redis() -> Any:
+    return current_app.extensions["hana_rules.redis"]
+
+
+def _secrets() -> frozenset[str]:
+    return _settings().secrets | current_app.extensions["hana_rules.registry"].current().secrets
+
+
+@blueprint.before_request
+def guard() -> Response | None:
+    if request.method == "POST" and not access.csrf_ok(request):
+        return Response(render_template("refused.html", reason=_("This form has expired or did not come from this "
+                                                                  "console. Go back, reload the page and try again.")),
+                        status=403)  # fmt: skip
+    if request.endpoint not in OPEN_ENDPOINTS and not access.logged_in():
+        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+@blueprint.after_request
+def headers(response: Response) -> Response:
+    return access.secure(response)
+
+
+@blueprint.app_context_processor
+def template_helpers() -> dict[str, Any]:
+    language = str(get_locale() or "en")
+    words = translations(language)
+    return {
+        "csrf_token": access.csrf_token,
+        "language": language,
+        "sentence": lambda entry: describe(entry, language),
+        "shown": lambda value: value_text(value, words),
+        "pretty": lambda value: json.dumps(value, ensure_ascii=False, indent=2),
+        "moment": moment,
+        "status_words": status_words(),
+        "type_words": type_words(),
+        "logged_in": access.logged_in(),
+    }
+
+
+def status_words() -> dict[str, str]:
+    """The same word for a status on every page."""
+    return {
+        "received": _("waiting"), "processing": _("processing"), "done": _("done"), "failed": _("failed"),
+        "quarantined": _("quarantined"), "pending": _("pending"), "running": _("sending"),
+        "waiting": _("retrying"), "parked": _("parked"), "scheduled": _("scheduled"), "dropped": _("dropped"),
+    }  # fmt: skip
+
+
+def moment(iso: str | None) -> str:
+    """2026-12-02T01:55:39.830Z → 2026-12-02 01:55:39 UTC: what a reader scans for."""
+    if not iso or len(iso) < 19 or iso[10] != "T":
+        return iso or "—"
+    return f"{iso[:10]} {iso[11:19]} UTC"
+
+
+def type_words() -> dict[str, str]:
+    return {
+        "lead.created": _("New customer"), "lead.updated": _("Customer updated"),
+        "lead.deleted": _("Customer deleted"), "opportunity.created": _("New opportunity"),
+        "opportunity.updated": _("Opportunity updated"), "opportunity.deleted": _("Opportunity deleted"),
+    }  # fmt: skip
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    settings = _settings()
+    target = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("login.html", next=target, failed=False)
+    address = access.client_address(request)
+    if access.too_many_failures(_redis(), address):
+        message = _("Too many failed logins from your address. Wait 15 minutes and try again.")
+        return render_template("login.html", next=target, failed=True, message=message), 429
+    if not access.token_ok(settings, request.form.get("token", "")):
+        access.count_failure(_redis(), address)
+        message = _("That is not the admin token. It is printed by hana-rules serve and kept in the configuration.")
+        return render_template("login.html", next=target, failed=True, message=message), 401
+    language = session.get("lang")
+    access.log_in()
+    if language:
+        session["lang"] = language
+    return redirect(target)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a console path of this site: never an open redirect."""
+    if target and target.startswith("/console/") and not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return url_for("console.events")
+
+
+@blueprint.post("/logout")
+def logout() -> Response:
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
+    return redirect(url_for("console.login"))
+
+
+@blueprint.post("/language")
+def language() -> Response:
+    chosen = request.form.get("lang")
+    if chosen in LANGUAGES:
+        session["lang"] = chosen
+    back = request.form.get("back")
+    return redirect(back if back and back.startswith("/console/") and not urlsplit(back).netloc
+                    else url_for("console.events"))  # fmt: skip
+
+
+@blueprint.get("/")
+def home() -> Response:
+    return redirect(url_for("console.events"))
+
+
+@blueprint.get("/events")
+def events() -> Any:
+    try:
+        wanted = EventFilter.from_arguments(request.args)
+        problem = None
+    except ValueError as exc:
+        wanted, problem = EventFilter(), str(exc)
+    try:
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError:
+        offset = 0
+    page = list_events(_redis(), wanted, limit=PAGE_SIZE, offset=offset)
+    rules = sorted(rule.id for rule in current_app.extensions["hana_rules.registry"].current().rules)
+    return render_template("events.html", page=redact(page.rows, _secrets()), filters=wanted, problem=problem,
+                           next_offset=page.next_offset, scanned_all=page.scanned_all, offset=offset,
+                           event_types=EVENT_TYPES, statuses=[s.value for s in EventStatus],
+                           rules=rules, arguments=request.args)  # fmt: skip
+
+
+@blueprint.get("/events/<event_id>")
+def event(event_id: str) -> Any:
+    stored = EventStore(_redis()).load(event_id)
+    if stored is None:
+        reason = _("There is no event %(id)s. Events are kept for the retention period.", id=event_id)
+        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    secrets = _secrets()
+    try:
+        body: Any = json.loads(stored.body)
+    except ValueError:
+        body = stored.body.decode("utf-8", errors="replace")
+    evaluation = stored.document("evaluation")
+    evaluation = evaluation if isinstance(evaluation, dict) else {}
+    rules = [rule for rule in evaluation.get("rules", []) if isinstance(rule, dict)]
+    for rule in rules:
+        conditions = rule.get("conditions") or []
+        rule["reading"] = in_reading_order(conditions)
+        rule["blame"] = first_failure(conditions) if not rule.get("matched") else None
+    records = current_app.extensions["hana_rules.actions"].for_event(event_id)
+    actions = [record.shown(secrets) for record in records]
+    delivered = {(action["rule"], action["index"]): action for action in actions}
+    for rule in rules:
+        for rendered in rule.get("actions") or []:
+            if isinstance(rendered, dict):
+                rendered["record"] = delivered.get((rule.get("id"), rendered.get("index")))
+    story = {
+        "id": stored.id, "type": stored.type, "received_at": stored.received_at, "status": stored.status.value,
+        "application_id": stored.application_id, "entity_id": stored.entity_id, "reason": stored.reason,
+        "warnings": list(stored.warnings), "echo": stored.document("echo") or False,
+        "version": stored.text("version"), "error": stored.text("error"), "damaged": stored.damaged,
+        "body": body, "context": stored.context, "rules": rules, "actions": actions,
+        "matched": stored.document("matched") or [],
+    }  # fmt: skip
+    return render_template("event.html", event=redact(story, secrets))

@@ -1,0 +1,75 @@
+"""The console's door (SPEC §10, Access), over real HTTP against the real app and Redis."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from engine.config import Settings
+from engine.runtime.connection import receiver_client
+from engine.web.app import create_app
+from engine.web.console.access import MAX_FAILED_LOGINS, generated_secret_key
+from tests.helpers import live_server
+
+
+@pytest.fixture
+def console(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[str]:
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    settings = settings.__class__(**{**settings.__dict__, "rules_dir": tmp_path / "rules"})
+    app = create_app(settings, connection=receiver_client(settings.redis_url), drain_journal=False)
+    with live_server(app) as url:
+        yield url + "/console/"
+
+
+def form_token(session: requests.Session, url: str) -> str:
+    page = session.get(url + "login")
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def log_in(session: requests.Session, url: str, token: str, **extra: str) -> requests.Response:
+    return session.post(url + "login", data={"token": token, "csrf_token": form_token(session, url), **extra},
+                        allow_redirects=False)  # fmt: skip
+
+
+def test_failed_logins_are_limited_per_client_even_with_the_right_token_after(console: str, settings) -> None:
+    session = requests.Session()
+    for _ in range(MAX_FAILED_LOGINS):
+        assert log_in(session, console, "wrong").status_code == 401
+    refused = log_in(session, console, settings.admin_token)
+    assert refused.status_code == 429 and "Wait 15 minutes" in refused.text
+
+
+def test_a_login_without_its_csrf_token_is_refused(console: str, settings) -> None:
+    session = requests.Session()
+    answer = session.post(console + "login", data={"token": settings.admin_token}, allow_redirects=False)
+    assert answer.status_code == 403 and "This form has expired" in answer.text
+    assert session.get(console + "events", allow_redirects=False).status_code == 302  # not logged in
+
+
+def test_login_never_redirects_off_the_console(console: str, settings) -> None:
+    for target in ("https://evil.example/", "//evil.example/console/", "/console/\\\\evil.example"):
+        answer = log_in(requests.Session(), console, settings.admin_token, next=target)
+        assert answer.status_code == 302 and answer.headers["Location"] == "/console/events", target
+    answer = log_in(requests.Session(), console, settings.admin_token, next="/console/events?status=failed")
+    assert answer.headers["Location"] == "/console/events?status=failed"
+
+
+def test_every_page_is_refused_before_login_and_carries_the_guards(console: str) -> None:
+    answer = requests.get(console + "events/anything", allow_redirects=False)
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/console/login?next=")
+    login = requests.get(console + "login")
+    assert login.headers["X-Frame-Options"] == "DENY"
+    assert "script-src 'self'" in login.headers["Content-Security-Policy"]
+    assert "<script>" not in login.text and 'style="' not in login.text  # nothing inline: the CSP forbids it
+
+
+def test_the_generated_session_key_is_made_once_and_kept_beside_the_tokens(tmp_path: Path) -> None:
+    first = generated_secret_key(tmp_path)
+    assert generated_secret_key(tmp_path) == first and len(first) >= 48
+    stored = (tmp_path / "secrets.json").read_text()
+    assert first in stored and (tmp_path / "secrets.json").stat().st_mode & 0o777 == 0o600
