@@ -1,6 +1,8 @@
 -- Remove finished events with everything that is theirs: the hash, its action records, and their
--- places in every index. An event no longer in the finished index (an admin retried one of its
--- actions meanwhile) is left alone: membership there is the one test of "finished".
+-- places in every index, the console's too (the sorted sets its `indexed` field names; an entity
+-- index left empty leaves its id's entity-keys set). An event no longer in the finished index (an
+-- admin retried one of its actions meanwhile) is left alone: membership there is the one test of
+-- "finished".
 -- ARGV: event ids. Deletes only (no write that Redis refuses at maxmemory), so it frees memory
 -- even when Redis is full.
 local removed = 0
@@ -15,6 +17,19 @@ for _, id in ipairs(ARGV) do
           redis.call('DEL', ${action_prefix} .. action)
           redis.call('ZREM', ${dead_letters}, action)
           redis.call('ZREM', ${due_index}, action)
+        end
+      end
+    end
+    local indexed, entity_id = unpack(redis.call('HMGET', event_key, ${indexed_field}, 'entity_id'))
+    local listed, keys = pcall(cjson.decode, indexed or '[]')
+    if listed and type(keys) == 'table' then
+      for _, key in ipairs(keys) do
+        if type(key) == 'string' then
+          redis.call('ZREM', key, id)
+          if entity_id and string.sub(key, 1, #${entity_index_prefix}) == ${entity_index_prefix}
+              and redis.call('EXISTS', key) == 0 then
+            redis.call('SREM', ${entity_keys_prefix} .. entity_id, key)
+          end
         end
       end
     end

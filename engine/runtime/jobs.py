@@ -38,6 +38,7 @@ from engine.runtime.events import (
     event_key,
     received_us_of,
 )
+from engine.runtime.indexes import index_write
 from engine.runtime.metrics import ECHOES, EVENTS_MISSING, HELD, RULE_MATCHES
 from engine.runtime.queues import DRAIN_QUEUE, EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT_RETRIES, queue
 from engine.runtime.state_store import Commit, CommitPlan, StateChange, state_key, state_received_key
@@ -168,7 +169,9 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
         log.exception("event %s: processing failed", event_id, extra={"event_id": event_id})
         failed = {"status": EventStatus.FAILED.value, "open": 0,
                   "error": redact(f"{type(exc).__name__}: {exc}", context.secrets)}  # fmt: skip
-        return commit(CommitPlan(event_fields=failed, finished=True))
+        indexes = index_write(event.id, application_id=event.application_id, event_type=event.type,
+                              entity_id=event.entity_id, status=EventStatus.FAILED.value)  # fmt: skip
+        return commit(CommitPlan(event_fields=failed, finished=True, indexes=indexes))
     outcome = commit(plan)
     if outcome is Commit.OK:
         context.settle()
@@ -242,8 +245,16 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
         fields["stale"] = stale  # with the body and `previous`, what rebuilds the context (StoredEvent.context)
     log.info("event %s: %s processed, matched %s%s", event.id, event.type, fields["matched"], " (echo)" if echo else "",
              extra={"event_id": event.id})  # fmt: skip
+    # A rule limited to other applications never heard this event: its page would only fill with them.
+    application_id = rule_context.get("application", {}).get("id")  # as RuleSet.evaluate reads it
+    listened = [r.rule.id for r in evaluation.results
+                if r.rule.applications is None or application_id in r.rule.applications]  # fmt: skip
+    indexes = index_write(event.id, application_id=event.application_id, event_type=event.type,
+                          entity_id=event.entity_id, status=fields["status"], listened=listened,
+                          matched=fields["matched"])  # fmt: skip
     return CommitPlan(change=change, state=state.values, state_received=state.received, event_fields=fields,
-                      records=actions.records, jobs=actions.jobs, finished=actions.open == 0)  # fmt: skip
+                      records=actions.records, jobs=actions.jobs, finished=actions.open == 0,
+                      indexes=indexes)  # fmt: skip
 
 
 def _known_state(context: WorkerContext, the_entity: str) -> tuple[dict[str, Any] | None, dict[str, int], list[str]]:

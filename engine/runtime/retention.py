@@ -19,6 +19,14 @@ import redis
 from engine.runtime import lua
 from engine.runtime.action_state import ACTION_PREFIX, DEAD_LETTERS, DUE_ACTIONS
 from engine.runtime.events import EVENT_KEY_PREFIX, EVENTS_INDEX, FINISHED_EVENTS
+from engine.runtime.indexes import (
+    ENTITY_INDEX_PREFIX,
+    ENTITY_KEYS_PREFIX,
+    INDEXED_FIELD,
+    INDEXED_STATUSES,
+    Sweep,
+    status_index_key,
+)
 from engine.runtime.metrics import TRIMMED
 
 log = logging.getLogger(__name__)
@@ -52,13 +60,17 @@ def memory_of(connection: redis.Redis) -> Memory:
 
 
 class Retention:
+    """Removes finished events; on each trim it also brings the console's indexes of quarantined events up to date."""
+
     def __init__(self, connection: redis.Redis, *, retention: float) -> None:
         self.connection = connection
         self.retention = retention
         source = lua.render("forget.lua", finished_index=FINISHED_EVENTS, event_prefix=EVENT_KEY_PREFIX,
                             action_prefix=ACTION_PREFIX, dead_letters=DEAD_LETTERS, due_index=DUE_ACTIONS,
-                            events_index=EVENTS_INDEX)  # fmt: skip
+                            events_index=EVENTS_INDEX, indexed_field=INDEXED_FIELD,
+                            entity_index_prefix=ENTITY_INDEX_PREFIX, entity_keys_prefix=ENTITY_KEYS_PREFIX)  # fmt: skip
         self._forget = connection.register_script(source)
+        self.sweep = Sweep(connection)
 
     def forget(self, event_ids: list[str]) -> int:
         """Remove these events if they are finished; how many were."""
@@ -87,7 +99,20 @@ class Retention:
         if removed_by_age or removed_by_count:
             log.info("retention: %d finished event(s) past retention and %d past max_events removed",
                      removed_by_age, removed_by_count)  # fmt: skip
-        return removed_by_age + removed_by_count + self._drop_dangling(now_ms, batch)
+        removed = removed_by_age + removed_by_count + self._drop_dangling(now_ms, batch)
+        self._index_quarantined()
+        return removed
+
+    def _index_quarantined(self) -> None:
+        """The console's indexes of what no worker commits, with the rest of the events' upkeep (indexes.py).
+
+        Last, and on its own: retention frees memory whatever happens here, and near `maxmemory`
+        Redis refuses the sweep's writes (it catches up on the next run).
+        """
+        try:
+            self.sweep.run()
+        except redis.OutOfMemoryError as exc:
+            log.warning("console indexes: quarantined events not indexed this time (%s)", exc)
 
     def _drop_dangling(self, now_ms: int, batch: int) -> int:
         """Index entries past retention whose event is gone (deleted by hand, expired by an older version)."""
@@ -100,7 +125,11 @@ class Retention:
                 pipe.exists(f"{EVENT_KEY_PREFIX}{event_id}")
             gone = [event_id for event_id, exists in zip(old, pipe.execute(), strict=True) if not exists]
         if gone:
-            self.connection.zrem(EVENTS_INDEX, *gone)
+            # Its entity and rule indexes are named only by its hash, gone too: the views skip those ids.
+            with self.connection.pipeline(transaction=False) as pipe:
+                for index in (EVENTS_INDEX, *map(status_index_key, INDEXED_STATUSES)):
+                    pipe.zrem(index, *gone)
+                pipe.execute()
         return len(gone)
 
     def make_room(self, *, batch: int = 200) -> int:

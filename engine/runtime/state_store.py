@@ -21,9 +21,11 @@ import redis
 from engine.runtime import lua
 from engine.runtime.action_state import ACTION_PREFIX, DUE_ACTIONS
 from engine.runtime.events import FINISHED_EVENTS, WAITING_QUEUES
+from engine.runtime.indexes import INDEXED_FIELD, INDEXED_SINCE, RULE_HEARD_KEPT, RULE_INDEX_PREFIX
 
 if TYPE_CHECKING:
     from engine.runtime.action_plan import RecordWrite
+    from engine.runtime.indexes import IndexWrite
 
 STATE_PREFIX = "hr:state:"
 #: When each attribute of an entity's state was received (µs): `engine.state.next_state`.
@@ -63,6 +65,7 @@ class CommitPlan:
     records: Sequence[RecordWrite] = ()
     jobs: Sequence[JobWrite] = ()
     finished: bool = False  # the event has no action left to run: retention may remove it
+    indexes: IndexWrite | None = None  # the console's indexes the event joins (None: leave them as they are)
 
 
 def state_key(entity_key: str) -> str:
@@ -83,7 +86,9 @@ class StateStore:
     def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
         source = lua.render("commit.lua", finished_index=FINISHED_EVENTS, due_index=DUE_ACTIONS,
-                            action_prefix_length=str(len(ACTION_PREFIX)))  # fmt: skip
+                            action_prefix_length=str(len(ACTION_PREFIX)), indexed_field=INDEXED_FIELD,
+                            indexed_since=INDEXED_SINCE, rule_index_prefix=RULE_INDEX_PREFIX,
+                            rule_heard_kept=RULE_HEARD_KEPT)  # fmt: skip
         self._commit = connection.register_script(source)
 
     def load(self, entity_key: str) -> dict[str, Any] | None:
@@ -97,6 +102,12 @@ class StateStore:
                                 len(plan.event_fields)]  # fmt: skip
         for name, value in plan.event_fields.items():
             arguments += [name, encode(value)]
+        indexes = plan.indexes
+        if indexes is None:
+            arguments += ["", "", "", "", 0]
+        else:
+            arguments += [indexes.score, indexes.listing(), indexes.entity_keys, indexes.entity_index,
+                          len(indexes.keys), *indexes.keys]  # fmt: skip
         arguments.append(len(plan.records))
         for record in plan.records:
             arguments += [record.key, "" if record.due_in_ms is None else record.due_in_ms, len(record.fields)]
