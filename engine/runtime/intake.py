@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ import redis
 from engine.config import Application, Settings
 from engine.hana import application_id_of, entity_id_of, entity_of, iso_from_microseconds
 from engine.runtime.connection import ReplicaCount, replicated
-from engine.runtime.events import EventStore, Outcome, ReceivedEvent, new_event_id
+from engine.runtime.events import EventStatus, EventStore, Outcome, ReceivedEvent, StoredEvent, new_event_id
 from engine.runtime.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ class Receipt:
         if self.reason:
             answer["reason"] = self.reason
         return answer
+
+
+class ReplayRefused(Exception):
+    """A stored event that cannot be processed again, and why (in words for the admin)."""
 
 
 class Intake:
@@ -111,6 +115,16 @@ class Intake:
             entity_id=entity_id_of(parsed, entity_of(event_type)),
             fingerprint=hashlib.blake2b(_canonical(parsed), digest_size=16).hexdigest(),
         )
+
+    def replay(self, event: StoredEvent) -> Receipt:
+        """Process a stored event again as a new one (admin API and console): a new id and no
+        fingerprint, so a replay is never taken for Hana's retry. ReplayRefused says why not."""
+        if event.status is EventStatus.QUARANTINED:
+            raise ReplayRefused("a quarantined event has no rules to run; fix the sender and let Hana send it again")
+        application = next((a for a in self.settings.applications if a.id in (event.application_id, None)), None)
+        if application is None:
+            raise ReplayRefused(f"application {event.application_id!r} is no longer configured")
+        return self.keep(replace(self.judge(event.type, event.body, application), fingerprint=None))
 
     def keep(self, event: ReceivedEvent) -> Receipt:
         """Redis if it answers, else the fsynced journal; 503 only when both fail."""

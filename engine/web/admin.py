@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hmac
 import json
-from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -17,12 +16,12 @@ from engine.hana import canonical_event_type, now_iso
 from engine.redaction import redact
 from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
-from engine.runtime.action_state import FAILURE_COUNTS, ActionStore, DamagedRecord
+from engine.runtime.action_state import ActionStore, DamagedRecord
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
-from engine.runtime.events import EventStatus, EventStore, StoredEvent
-from engine.runtime.intake import Intake
-from engine.runtime.jobs import MATCH_COUNTS
+from engine.runtime.events import EventStore, StoredEvent
+from engine.runtime.intake import ReplayRefused
 from engine.runtime.loading import RuleRegistry, load_rules
+from engine.runtime.overview import rule_rows
 from engine.runtime.views import EventFilter, list_events
 from engine.sentences import LANGUAGES, describe, language_of
 from engine.web.errors import error
@@ -69,14 +68,8 @@ def _body() -> dict[str, Any]:
 @blueprint.get("/rules")
 def rules() -> Response:
     rule_set = _rules().current()
-    connection = current_app.extensions["hana_rules.redis"]
-    matched = {k.decode(): int(v) for k, v in connection.hgetall(MATCH_COUNTS).items()}
-    failed = {k.decode(): int(v) for k, v in connection.hgetall(FAILURE_COUNTS).items()}
-    return jsonify({
-        "version": rule_set.version, "loaded_at": rule_set.loaded_at,
-        "rules": [{**rule.summary(), "matched": matched.get(rule.id, 0), "failed": failed.get(rule.id, 0)}
-                  for rule in rule_set.rules],
-    })  # fmt: skip
+    rows = rule_rows(current_app.extensions["hana_rules.redis"], rule_set)
+    return jsonify({"version": rule_set.version, "loaded_at": rule_set.loaded_at, "rules": rows})
 
 
 @blueprint.post("/reload")
@@ -179,15 +172,10 @@ def replay(event_id: str) -> tuple[Response, int]:
     event = _events().load(event_id)
     if event is None:
         return error(404, f"no event {event_id!r}")
-    if event.status is EventStatus.QUARANTINED:
-        return error(409, "a quarantined event has no rules to run; fix the sender and let Hana send it again")
-    intake: Intake = current_app.extensions["hana_rules.intake"]
-    application = next((a for a in _settings().applications if a.id in (event.application_id, None)), None)
-    if application is None:
-        return error(409, f"application {event.application_id!r} is no longer configured")
-    # judge() gives it a new id; no fingerprint, so a replay is never taken for Hana's retry
-    fresh = replace(intake.judge(event.type, event.body, application), fingerprint=None)
-    receipt = intake.keep(fresh)
+    try:
+        receipt = current_app.extensions["hana_rules.intake"].replay(event)
+    except ReplayRefused as exc:
+        return error(409, str(exc))
     return jsonify({**receipt.as_json(), "replay_of": event_id, "at": now_iso()}), 200
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from engine.runtime.embedded import free_port
 from tests.e2e.test_serve import Served, serve
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -78,3 +82,26 @@ def shoot(page: object, name: str) -> None:
     page.set_viewport_size({"width": 390, "height": 844})  # type: ignore[attr-defined]
     page.screenshot(path=str(SCREENSHOTS / f"{name}-narrow.png"), full_page=True)  # type: ignore[attr-defined]
     page.set_viewport_size(size)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def serve_configured(folder: Path, config: str, rules: dict[str, str]) -> Iterator[Served]:
+    """`hana-rules serve` with this configuration and these rule files (plus the shipped examples)."""
+    shutil.copytree(ROOT / "rules", folder / "rules", dirs_exist_ok=True)
+    for name, text in rules.items():
+        (folder / "rules" / name).write_text(text, encoding="utf-8")
+    (folder / "hana-rules.yaml").write_text(config, encoding="utf-8")
+    command = [sys.executable, "-m", "engine.cli", "serve", "--config", str(folder / "hana-rules.yaml"),
+               "--port", str(free_port())]  # fmt: skip
+    with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
+        process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=err)
+    served = Served(process, folder)
+    try:
+        wait_for(lambda: "Admin token:" in served.stdout or process.poll() is not None, timeout=60,
+                 what="serve to print its URLs")  # fmt: skip
+        assert process.poll() is None, served.stderr
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

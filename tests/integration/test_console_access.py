@@ -54,7 +54,7 @@ def test_a_login_without_its_csrf_token_is_refused(console: str, settings) -> No
 def test_login_never_redirects_off_the_console(console: str, settings) -> None:
     for target in ("https://evil.example/", "//evil.example/console/", "/console/\\\\evil.example"):
         answer = log_in(requests.Session(), console, settings.admin_token, next=target)
-        assert answer.status_code == 302 and answer.headers["Location"] == "/console/events", target
+        assert answer.status_code == 302 and answer.headers["Location"] == "/console/overview", target
     answer = log_in(requests.Session(), console, settings.admin_token, next="/console/events?status=failed")
     assert answer.headers["Location"] == "/console/events?status=failed"
 

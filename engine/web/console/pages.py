@@ -7,6 +7,7 @@ and renders a template; the words are in the templates and `engine/sentences.py`
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from engine.hana import EVENT_TYPES
 from engine.redaction import redact
 from engine.rules.explain import first_failure, in_reading_order
 from engine.runtime.events import EventStatus, EventStore
+from engine.runtime.intake import ReplayRefused
 from engine.runtime.views import EventFilter, list_events
 from engine.sentences import LANGUAGES, TRANSLATIONS, describe, language_of, translations, value_text
 from engine.web.console import access
@@ -46,6 +48,8 @@ def install(app: Any, settings: Settings) -> None:
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
     app.config["BABEL_DEFAULT_LOCALE"] = "en"
     Babel(app, locale_selector=reader_language)
+    from engine.web.console import insight, operations  # noqa: F401 - their routes join the blueprint
+
     app.register_blueprint(blueprint)
 
 
@@ -61,11 +65,15 @@ def _settings() -> Settings:
     return current_app.extensions["hana_rules.settings"]
 
 
-def _redis() -> Any:
+def redis_connection() -> Any:
     return current_app.extensions["hana_rules.redis"]
 
 
-def _secrets() -> frozenset[str]:
+def running_rules() -> Any:
+    return current_app.extensions["hana_rules.registry"].current()
+
+
+def secrets_now() -> frozenset[str]:
     return _settings().secrets | current_app.extensions["hana_rules.registry"].current().secrets
 
 
@@ -96,6 +104,7 @@ def template_helpers() -> dict[str, Any]:
         "shown": lambda value: value_text(value, words),
         "pretty": lambda value: json.dumps(value, ensure_ascii=False, indent=2),
         "moment": moment,
+        "moment_ms": lambda ms: moment(datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")),
         "status_words": status_words(),
         "type_words": type_words(),
         "logged_in": access.logged_in(),
@@ -133,11 +142,11 @@ def login() -> Any:
     if request.method == "GET":
         return render_template("login.html", next=target, failed=False)
     address = access.client_address(request)
-    if access.too_many_failures(_redis(), address):
+    if access.too_many_failures(redis_connection(), address):
         message = _("Too many failed logins from your address. Wait 15 minutes and try again.")
         return render_template("login.html", next=target, failed=True, message=message), 429
     if not access.token_ok(settings, request.form.get("token", "")):
-        access.count_failure(_redis(), address)
+        access.count_failure(redis_connection(), address)
         message = _("That is not the admin token. It is printed by hana-rules serve and kept in the configuration.")
         return render_template("login.html", next=target, failed=True, message=message), 401
     language = session.get("lang")
@@ -151,7 +160,7 @@ def _safe_next(target: str | None) -> str:
     """Only a console path of this site: never an open redirect."""
     if target and target.startswith("/console/") and not urlsplit(target).netloc and "\\" not in target:
         return target
-    return url_for("console.events")
+    return url_for("console.overview")
 
 
 @blueprint.post("/logout")
@@ -175,7 +184,7 @@ def language() -> Response:
 
 @blueprint.get("/")
 def home() -> Response:
-    return redirect(url_for("console.events"))
+    return redirect(url_for("console.overview"))
 
 
 @blueprint.get("/events")
@@ -189,9 +198,9 @@ def events() -> Any:
         offset = max(int(request.args.get("offset", 0)), 0)
     except ValueError:
         offset = 0
-    page = list_events(_redis(), wanted, limit=PAGE_SIZE, offset=offset)
+    page = list_events(redis_connection(), wanted, limit=PAGE_SIZE, offset=offset)
     rules = sorted(rule.id for rule in current_app.extensions["hana_rules.registry"].current().rules)
-    return render_template("events.html", page=redact(page.rows, _secrets()), filters=wanted, problem=problem,
+    return render_template("events.html", page=redact(page.rows, secrets_now()), filters=wanted, problem=problem,
                            next_offset=page.next_offset, scanned_all=page.scanned_all, offset=offset,
                            event_types=EVENT_TYPES, statuses=[s.value for s in EventStatus],
                            rules=rules, arguments=request.args)  # fmt: skip
@@ -199,11 +208,11 @@ def events() -> Any:
 
 @blueprint.get("/events/<event_id>")
 def event(event_id: str) -> Any:
-    stored = EventStore(_redis()).load(event_id)
+    stored = EventStore(redis_connection()).load(event_id)
     if stored is None:
         reason = _("There is no event %(id)s. Events are kept for the retention period.", id=event_id)
         return render_template("refused.html", reason=reason, title=_("Not found")), 404
-    secrets = _secrets()
+    secrets = secrets_now()
     try:
         body: Any = json.loads(stored.body)
     except ValueError:
@@ -231,3 +240,16 @@ def event(event_id: str) -> Any:
         "matched": stored.document("matched") or [],
     }  # fmt: skip
     return render_template("event.html", event=redact(story, secrets))
+
+
+@blueprint.post("/events/<event_id>/replay")
+def replay(event_id: str) -> Any:
+    stored = EventStore(redis_connection()).load(event_id)
+    if stored is None:
+        reason = _("There is no event %(id)s. Events are kept for the retention period.", id=event_id)
+        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    try:
+        receipt = current_app.extensions["hana_rules.intake"].replay(stored)
+    except ReplayRefused as exc:
+        return render_template("refused.html", reason=str(exc), title=_("Refused")), 409
+    return redirect(url_for("console.event", event_id=receipt.event_id))

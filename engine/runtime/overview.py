@@ -1,0 +1,133 @@
+"""What the console's overview and rules pages show, read from Redis in a few round trips.
+
+The chart counts events per minute over the last 24 h with one ZCOUNT per minute on the
+events index (scored by receive time), pipelined: 1,440 cheap commands, whatever the
+number of events stored. Failed and quarantined events are counted from their status
+index when the worker keeps one (views/indexes), so the chart shows them without reading
+a single event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from rq import Worker
+
+from engine.rules.ruleset import RuleSet
+from engine.runtime.action_state import DEAD_LETTERS, DUE_ACTIONS, FAILURE_COUNTS, PARKED_APPS, PARKED_PREFIX
+from engine.runtime.events import EVENTS_INDEX
+from engine.runtime.jobs import MATCH_COUNTS
+from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue_key
+from engine.runtime.retention import memory_of
+
+MINUTES = 24 * 60
+#: The status indexes the worker's commit keeps (see engine/runtime/indexes.py); absent ones count 0.
+STATUS_INDEX_PREFIX = "hr:idx:status:"
+CHARTED_STATUSES = ("failed", "quarantined")
+
+
+@dataclass
+class Overview:
+    per_minute: list[int]  # events received in each of the last 1,440 minutes, oldest first
+    per_minute_by_status: dict[str, list[int]]
+    first_minute_ms: int  # the start of the first minute, Unix ms
+    queues: dict[str, int]
+    dead_letters: int
+    parked_applications: list[dict[str, Any]]
+    open_actions: int
+    workers: int
+    memory_used: int | None
+    memory_max: int | None
+    top_rules: list[tuple[str, int]] = field(default_factory=list)
+    failed_rules: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def received_24h(self) -> int:
+        return sum(self.per_minute)
+
+
+def read_overview(connection: redis.Redis, rule_set: RuleSet, *, now_ms: int | None = None) -> Overview:
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    first = (now_ms // 60_000 - MINUTES + 1) * 60_000
+    with connection.pipeline(transaction=False) as pipe:
+        for key in (EVENTS_INDEX, *(STATUS_INDEX_PREFIX + status for status in CHARTED_STATUSES)):
+            for minute in range(MINUTES):
+                start_us = (first + minute * 60_000) * 1000
+                pipe.zcount(key, start_us, f"({start_us + 60_000_000}")
+        counts = pipe.execute()
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.llen(queue_key(EVENTS_QUEUE)).llen(queue_key(ACTIONS_QUEUE)).zcard(DEAD_LETTERS)
+        pipe.smembers(PARKED_APPS).zcard(DUE_ACTIONS).hgetall(MATCH_COUNTS).hgetall(FAILURE_COUNTS)
+        events_queue, actions_queue, dead, parked, open_actions, matched, failed = pipe.execute()
+    parked_apps = sorted(member.decode() for member in parked)
+    with connection.pipeline(transaction=False) as pipe:
+        for application in parked_apps:
+            pipe.scard(PARKED_PREFIX + application)
+        parked_counts = pipe.execute() if parked_apps else []
+    try:
+        memory = memory_of(connection)
+        used, maximum = memory.used, memory.maximum
+    except redis.RedisError:
+        used = maximum = None
+    known = {rule.id for rule in rule_set.rules}
+    return Overview(
+        per_minute=counts[:MINUTES],
+        per_minute_by_status={status: counts[MINUTES * (i + 1):MINUTES * (i + 2)]
+                              for i, status in enumerate(CHARTED_STATUSES)},
+        first_minute_ms=first,
+        queues={"events": int(events_queue), "actions": int(actions_queue)},
+        dead_letters=int(dead),
+        parked_applications=[{"id": app, "actions": int(n)} for app, n in zip(parked_apps, parked_counts, strict=True)],
+        open_actions=int(open_actions),
+        workers=Worker.count(connection=connection),
+        memory_used=used, memory_max=maximum,
+        top_rules=_top(matched, known), failed_rules=_top(failed, known),
+    )  # fmt: skip
+
+
+def _top(counts: dict[bytes, bytes], known: set[str], limit: int = 8) -> list[tuple[str, int]]:
+    pairs = [(rule.decode(), int(count)) for rule, count in counts.items() if rule.decode() in known and int(count)]
+    return sorted(pairs, key=lambda pair: (-pair[1], pair[0]))[:limit]
+
+
+def rule_rows(connection: redis.Redis, rule_set: RuleSet) -> list[dict[str, Any]]:
+    """GET /admin/rules and the console's rules list: each rule with its matched and failed counts."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hgetall(MATCH_COUNTS).hgetall(FAILURE_COUNTS)
+        matched_raw, failed_raw = pipe.execute()
+    matched = {k.decode(): int(v) for k, v in matched_raw.items()}
+    failed = {k.decode(): int(v) for k, v in failed_raw.items()}
+    return [{**rule.summary(), "matched": matched.get(rule.id, 0), "failed": failed.get(rule.id, 0),
+             "applications": sorted(rule.applications) if rule.applications else None}
+            for rule in rule_set.rules]  # fmt: skip
+
+
+CHART_WIDTH, CHART_HEIGHT = 720, 120
+
+
+def chart_bars(overview: Overview, *, buckets: int = 144) -> list[dict[str, Any]]:
+    """The chart's bars as SVG rectangles, 10-minute buckets by default, each with the part that
+    failed or was quarantined: drawn on the server, so the overview needs no chart library and
+    renders without JavaScript."""
+    size = max(MINUTES // buckets, 1)
+
+    def bucketed(values: list[int]) -> list[int]:
+        return [sum(values[i:i + size]) for i in range(0, len(values), size)]
+
+    received = bucketed(overview.per_minute)
+    troubled = [sum(parts) for parts in zip(*(bucketed(v) for v in overview.per_minute_by_status.values()),
+                                            strict=True)] or [0] * len(received)  # fmt: skip
+    top = max(received) or 1
+    step = CHART_WIDTH / len(received)
+    bars = []
+    for i, (total, bad) in enumerate(zip(received, troubled, strict=True)):
+        height = total / top * CHART_HEIGHT
+        bad_height = min(bad, total) / top * CHART_HEIGHT
+        bars.append({"x": round(i * step, 2), "width": round(max(step - 1, 1), 2), "y": round(CHART_HEIGHT - height, 2),
+                     "height": round(height, 2), "bad_y": round(CHART_HEIGHT - bad_height, 2),
+                     "bad_height": round(bad_height, 2), "count": total, "bad": bad,
+                     "start_ms": overview.first_minute_ms + i * size * 60_000})  # fmt: skip
+    return bars

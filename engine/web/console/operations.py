@@ -1,0 +1,115 @@
+"""Console pages that act: dead letters and parked applications (each change behind a confirmation
+page, as Django admin does, never a JavaScript confirm()), and the playground (nothing is sent)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import current_app, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from engine.hana import EVENT_TYPES, canonical_event_type
+from engine.redaction import redact
+from engine.rules.explain import first_failure, in_reading_order
+from engine.rules.testing import simulate
+from engine.runtime.action_state import DamagedRecord
+from engine.runtime.events import EventStore
+from engine.web.console.pages import blueprint, redis_connection, running_rules, secrets_now
+
+MAX_DEAD_LETTERS_SHOWN = 200
+
+
+def _actions() -> Any:
+    return current_app.extensions["hana_rules.actions"]
+
+
+@blueprint.get("/failed")
+def failed() -> Any:
+    secrets = secrets_now()
+    letters = [record.shown(secrets) for record in _actions().dead_letters(MAX_DEAD_LETTERS_SHOWN)]
+    parked = sorted({letter["id"] for letter in letters if letter["status"] == "parked"})
+    return render_template("failed.html", letters=letters, parked=parked, done=request.args.get("done"))
+
+
+@blueprint.get("/failed/<action_id>/<verb>")
+def confirm(action_id: str, verb: str) -> Any:
+    """The page that asks before a retry or a delete: what will happen, in words, and one button."""
+    if verb not in ("retry", "delete"):
+        return render_template("refused.html", reason=_("Unknown action."), title=_("Not found")), 404
+    record = _actions().load(action_id)
+    if record is None:
+        reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
+        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    return render_template("confirm.html", letter=record.shown(secrets_now()), verb=verb)
+
+
+@blueprint.post("/failed/<action_id>/retry")
+def retry(action_id: str) -> Any:
+    try:
+        resumed = _actions().retry(action_id)
+    except DamagedRecord as exc:
+        return render_template("refused.html", reason=str(exc), title=_("Refused")), 409
+    if not resumed:
+        reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
+        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    return redirect(url_for("console.failed", done="retried"))
+
+
+@blueprint.post("/failed/<action_id>/delete")
+def delete(action_id: str) -> Any:
+    if not _actions().purge(action_id):
+        reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
+        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    return redirect(url_for("console.failed", done="deleted"))
+
+
+@blueprint.route("/playground", methods=["GET", "POST"])
+def playground() -> Any:
+    """A pasted body or a recent event, an optional previous state, the running rule set: verdicts
+    and rendered actions, nothing sent (the admin API's simulate)."""
+    form = {"event_type": "lead.created", "body": "", "previous": ""}
+    if request.method == "GET" and request.args.get("event"):
+        stored = EventStore(redis_connection()).load(request.args["event"])
+        if stored is not None:
+            context = stored.context or {}
+            entity = context.get("event", {}).get("entity")
+            previous = (context.get("previous") or {}).get(entity) if entity else None
+            form = {"event_type": stored.type, "body": _pretty_text(stored.body),
+                    "previous": json.dumps({entity: previous}, ensure_ascii=False, indent=2) if previous else ""}
+    problem, rules = None, None
+    if request.method == "POST":
+        form = {name: request.form.get(name, "") for name in form}
+        problem, rules = _simulate(form)
+    return render_template("playground.html", form=form, problem=problem, rules=rules, event_types=EVENT_TYPES)
+
+
+def _simulate(form: dict[str, str]) -> tuple[str | None, list[dict[str, Any]] | None]:
+    event_type = canonical_event_type(form["event_type"])
+    if event_type is None:
+        return _("Choose the kind of event."), None
+    try:
+        body = json.loads(form["body"])
+    except ValueError as exc:
+        return _("The body is not JSON: %(error)s", error=str(exc)), None
+    try:
+        previous = json.loads(form["previous"]) if form["previous"].strip() else None
+    except ValueError as exc:
+        return _("The previous state is not JSON: %(error)s", error=str(exc)), None
+    if not isinstance(body, dict) or (previous is not None and not isinstance(previous, dict)):
+        return _("The body and the previous state must be JSON objects, as Hana sends them."), None
+    secrets = secrets_now()
+    evaluation = simulate(running_rules(), event_type, body, previous, secrets=secrets).as_json()
+    rules = []
+    for rule in redact(evaluation["rules"], secrets):
+        conditions = rule.get("conditions") or []
+        rules.append({**rule, "reading": in_reading_order(conditions),
+                      "blame": None if rule.get("matched") else first_failure(conditions)})  # fmt: skip
+    return None, rules
+
+
+def _pretty_text(raw: bytes) -> str:
+    try:
+        return json.dumps(json.loads(raw), ensure_ascii=False, indent=2)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
