@@ -280,3 +280,17 @@ def test_a_reload_of_a_file_nested_a_thousand_deep_is_refused_in_one_line_not_a_
     assert refused.status_code == 422
     [entry] = refused.json()["errors"]
     assert entry["file"].endswith("deep.yaml") and "nested more than 50 levels deep" in entry["message"]
+
+
+def test_each_condition_comes_with_its_sentence_in_the_asked_language(admin, redis_client: redis.Redis) -> None:
+    url, session, settings, rules_dir = admin
+    (rules_dir / "rules.yaml").write_text(RULES_V2)
+    assert session.post(f"{url}/admin/reload").status_code == 200
+    event_id = post(url, sample())
+    build_worker(settings, redis_client).work(burst=True)
+    vietnamese = session.get(f"{url}/admin/events/{event_id}", headers={"Accept-Language": "vi-VN,vi;q=0.9"}).json()
+    [vip] = [rule for rule in vietnamese["rules"] if rule["id"] == "vip"]
+    assert [c["text"] for c in vip["conditions"]] == ["lead.baseSourceInput có chứa “Youtube”: thấy [Youtube, Sendo] ✓"]
+    english = session.post(f"{url}/admin/simulate?lang=en", json={"event_type": "lead.created", "payload": sample()})
+    [vip] = [rule for rule in english.json()["rules"] if rule["id"] == "vip"]
+    assert vip["conditions"][0]["text"] == "lead.baseSourceInput contains “Youtube”: saw [Youtube, Sendo] ✓"
