@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,3 +29,17 @@ def _redact(value: Any, known: list[str]) -> Any:
     if isinstance(value, list | tuple):
         return [_redact(v, known) for v in value]
     return value
+
+
+_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-[^}]*\}")
+_SECRET_LINE = re.compile(r"(?P<key>\b(?:" + "|".join(re.escape(k) for k in sorted(SECRET_KEYS)) +
+                          r")\s*:\s*)(?P<value>[^,}\n#]+)", re.IGNORECASE)  # fmt: skip
+
+
+def redact_rule_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """A rule file's text as the console may show it: known secret values masked, the defaults of
+    `${NAME:-default}` masked, and the value of every secret-named key (`webhook_url: …`) masked."""
+    text = redact(text, secrets)
+    text = _DEFAULT.sub(lambda m: f"${{{m.group(1)}:-{MASK}}}", text)
+    return _SECRET_LINE.sub(lambda m: m.group("key") + (m.group("value") if m.group("value").strip().startswith(
+        ("${", MASK, f'"{MASK}', '"${')) else MASK), text)

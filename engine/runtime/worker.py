@@ -113,6 +113,11 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
             log.error("worker: Redis is full (maxmemory); making room before starting again")
             _make_room(connection, settings)
         except redis.RedisError as exc:
+            if worker is not None and worker.stop_asked:
+                # Asked to stop as Redis went away (serve killed: both are told at once). RQ's handler
+                # took the signal, so nobody else will see it: honour it, never loop on a dead Redis.
+                log.info("worker: stopping as asked (Redis is gone: %s)", exc)
+                return worked
             log.error("worker: Redis unavailable (%s); starting again in %.0fs", exc, wait)
         previous = previous or worker
         _stop_on_signal(stop)

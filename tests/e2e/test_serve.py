@@ -154,6 +154,21 @@ def test_serve_accepts_processes_stops_cleanly_and_keeps_events_across_restart(t
         assert served.process.wait(60) == 0
 
 
+def test_serve_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Its children are told (PDEATHSIG) as the embedded Redis dies with it: a worker whose loop ended
+    on the lost Redis still honours the stop it was sent, instead of reconnecting for ever."""
+    with serve(tmp_path, free_port()) as served:
+        answer = requests.post(served.url_for("lead.created"), data=sample_bytes(), timeout=10,
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+        assert answer.status_code == 200
+        tree = descendants(served.process.pid)
+        assert len(tree) >= 4
+        served.process.kill()
+        served.process.wait()
+        wait_for(lambda: not [pid for pid in tree if alive(pid)], timeout=60,
+                 what=f"every child of the killed serve to exit: {[p for p in tree if alive(p)]}")  # fmt: skip
+
+
 def test_a_second_serve_on_the_same_port_says_so_in_one_line_and_the_first_keeps_every_event(
     tmp_path: Path,
 ) -> None:

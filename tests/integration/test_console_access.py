@@ -16,10 +16,19 @@ from engine.web.app import create_app
 from engine.web.console.access import MAX_FAILED_LOGINS, generated_secret_key
 from tests.helpers import live_server
 
+HOOK_RULE = """
+rules:
+  - id: hook
+    on: lead.created
+    then:
+      - slack: {webhook_url: "${HOOK_URL:-https://hooks.slack.com/services/T1/B1/XYZsecret}", text: hi}
+"""
+
 
 @pytest.fixture
 def console(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[str]:
     (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "hook.yaml").write_text(HOOK_RULE)
     settings = settings.__class__(**{**settings.__dict__, "rules_dir": tmp_path / "rules"})
     app = create_app(settings, connection=receiver_client(settings.redis_url), drain_journal=False)
     with live_server(app) as url:
@@ -73,3 +82,28 @@ def test_the_generated_session_key_is_made_once_and_kept_beside_the_tokens(tmp_p
     assert generated_secret_key(tmp_path) == first and len(first) >= 48
     stored = (tmp_path / "secrets.json").read_text()
     assert first in stored and (tmp_path / "secrets.json").stat().st_mode & 0o777 == 0o600
+
+
+def logged_in(console: str, settings) -> requests.Session:
+    session = requests.Session()
+    assert log_in(session, console, settings.admin_token).status_code == 302
+    return session
+
+
+def test_a_rule_page_masks_the_secrets_written_in_its_file(console: str, settings) -> None:
+    page = logged_in(console, settings).get(console + "rules/hook")
+    assert page.status_code == 200 and "XYZsecret" not in page.text and "${HOOK_URL:-***}" in page.text
+
+
+def test_odd_addresses_get_a_page_not_a_500_nor_a_redirect_elsewhere(console: str, settings) -> None:
+    session = logged_in(console, settings)
+    token = form_token(session, console)
+    for back in ("/console/../../evil", "/console/events\r\nSet-Cookie: x=1", "https://evil.example/console/"):
+        answer = session.post(console + "language", data={"lang": "vi", "back": back, "csrf_token": token},
+                              allow_redirects=False)  # fmt: skip
+        assert answer.status_code == 302 and answer.headers["Location"] == "/console/overview", back
+    assert session.get(console + "events?offset=99999999999999999999").status_code == 200
+    missing = session.get(console + "no-such-page")
+    assert missing.status_code == 404 and "text/html" in missing.headers["Content-Type"]
+    assert "frame-ancestors 'none'" in missing.headers["Content-Security-Policy"]
+    assert session.get(console + "failed/nothing:here:0/delete").status_code == 404

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets as token_source
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,9 @@ from flask import Flask, Request, Response, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from engine.config import Settings, generated_secrets
+from engine.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SESSION_LIFETIME = timedelta(hours=12)
 MAX_FAILED_LOGINS = 10
@@ -48,7 +52,7 @@ class ConsoleSessions(SecureCookieSessionInterface):
 
 
 def configure(app: Flask, settings: Settings) -> None:
-    app.secret_key = settings.console.secret_key or generated_secret_key(settings.data_dir)
+    app.secret_key = settings.console.secret_key or _session_key(settings.data_dir)
     app.session_interface = ConsoleSessions()
     app.config.update(SESSION_COOKIE_NAME="hana_rules_console", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/",
@@ -58,6 +62,17 @@ def configure(app: Flask, settings: Settings) -> None:
 def generated_secret_key(data_dir: Path) -> str:
     """The installation's session key, created once beside the generated tokens."""
     return generated_secrets(data_dir, (SECRET_KEY_NAME, 48))[SECRET_KEY_NAME]
+
+
+def _session_key(data_dir: Path) -> str:
+    """The generated key; when data_dir cannot hold it (a full or read-only disk), a key for this
+    process only, loudly: the receiver must start whatever the console needs."""
+    try:
+        return generated_secret_key(data_dir)
+    except (OSError, ConfigError) as exc:
+        log.error("console: cannot keep a session key in %s (%s); logins last until this process restarts and "
+                  "hold on this machine only. Set console.secret_key or HANA_RULES_SECRET_KEY.", data_dir, exc)
+        return token_source.token_urlsafe(48)
 
 
 def logged_in() -> bool:

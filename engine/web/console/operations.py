@@ -38,7 +38,7 @@ def confirm(action_id: str, verb: str) -> Any:
     if verb not in ("retry", "delete"):
         return render_template("refused.html", reason=_("Unknown action."), title=_("Not found")), 404
     record = _actions().load(action_id)
-    if record is None:
+    if record is None or record.status not in ("failed", "parked"):
         reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
         return render_template("refused.html", reason=reason, title=_("Not found")), 404
     return render_template("confirm.html", letter=record.shown(secrets_now()), verb=verb)

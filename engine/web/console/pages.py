@@ -7,6 +7,7 @@ and renders a template; the words are in the templates and `engine/sentences.py`
 from __future__ import annotations
 
 import json
+import posixpath
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,8 @@ blueprint = Blueprint("console", __name__, url_prefix="/console", template_folde
                       static_folder="static", static_url_path="/static")  # fmt: skip
 
 PAGE_SIZE = 50
+#: Past any number of events Redis can hold; a larger one would overflow Redis's integers.
+MAX_OFFSET = 10**12
 #: Pages anyone may open: the login form, its assets, and the language switch.
 OPEN_ENDPOINTS = frozenset({"console.login", "console.static", "console.language"})
 
@@ -128,11 +131,13 @@ def moment(iso: str | None) -> str:
 
 
 def type_words() -> dict[str, str]:
-    return {
+    """Each event type in words, Hana's `ticket.*` spellings included."""
+    words = {
         "lead.created": _("New customer"), "lead.updated": _("Customer updated"),
         "lead.deleted": _("Customer deleted"), "opportunity.created": _("New opportunity"),
         "opportunity.updated": _("Opportunity updated"), "opportunity.deleted": _("Opportunity deleted"),
     }  # fmt: skip
+    return {**{alias.replace("opportunity.", "ticket."): text for alias, text in words.items()}, **words}
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
@@ -157,10 +162,14 @@ def login() -> Any:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a console path of this site: never an open redirect."""
-    if target and target.startswith("/console/") and not urlsplit(target).netloc and "\\" not in target:
-        return target
-    return url_for("console.overview")
+    """Only a console path of this site, normalised: never an open redirect, never `/console/../x`."""
+    if not target or any(ord(c) < 32 or c == "\\" for c in target):
+        return url_for("console.overview")
+    parts = urlsplit(target)
+    path = posixpath.normpath(parts.path) if parts.path else ""
+    if parts.scheme or parts.netloc or not path.startswith("/console/") and path != "/console":
+        return url_for("console.overview")
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 @blueprint.post("/logout")
@@ -177,9 +186,7 @@ def language() -> Response:
     chosen = request.form.get("lang")
     if chosen in LANGUAGES:
         session["lang"] = chosen
-    back = request.form.get("back")
-    return redirect(back if back and back.startswith("/console/") and not urlsplit(back).netloc
-                    else url_for("console.events"))  # fmt: skip
+    return redirect(_safe_next(request.form.get("back")))
 
 
 @blueprint.get("/")
@@ -195,7 +202,7 @@ def events() -> Any:
     except ValueError as exc:
         wanted, problem = EventFilter(), str(exc)
     try:
-        offset = max(int(request.args.get("offset", 0)), 0)
+        offset = min(max(int(request.args.get("offset", 0)), 0), MAX_OFFSET)
     except ValueError:
         offset = 0
     page = list_events(redis_connection(), wanted, limit=PAGE_SIZE, offset=offset)
@@ -203,7 +210,8 @@ def events() -> Any:
     return render_template("events.html", page=redact(page.rows, secrets_now()), filters=wanted, problem=problem,
                            next_offset=page.next_offset, scanned_all=page.scanned_all, offset=offset,
                            event_types=EVENT_TYPES, statuses=[s.value for s in EventStatus],
-                           rules=rules, arguments=request.args)  # fmt: skip
+                           rules=rules, arguments=request.args,
+                           applications=[app for app in _settings().applications if app.id])  # fmt: skip
 
 
 @blueprint.get("/events/<event_id>")
@@ -253,3 +261,15 @@ def replay(event_id: str) -> Any:
     except ReplayRefused as exc:
         return render_template("refused.html", reason=str(exc), title=_("Refused")), 409
     return redirect(url_for("console.event", event_id=receipt.event_id))
+
+
+def refusal(code: int) -> Response:
+    """The console's 404, 405 and 500, as a page with the console's guards."""
+    reasons = {
+        404: (_("Not found"), _("There is nothing at this address.")),
+        405: (_("Refused"), _("This page cannot be used that way. Go back and use its buttons.")),
+        500: (_("Something went wrong"), _("The page could not be shown; the administrator can find why in the "
+                                           "logs. Nothing was changed.")),
+    }  # fmt: skip
+    title, reason = reasons.get(code, reasons[500])
+    return access.secure(Response(render_template("refused.html", reason=reason, title=title), status=code))
