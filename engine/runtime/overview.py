@@ -17,9 +17,11 @@ from typing import Any
 import redis
 from rq import Worker
 
+from engine.hana import iso_from_microseconds
 from engine.rules.ruleset import RuleSet
 from engine.runtime.action_state import DEAD_LETTERS, DUE_ACTIONS, FAILURE_COUNTS, PARKED_APPS, PARKED_PREFIX
 from engine.runtime.events import EVENTS_INDEX
+from engine.runtime.indexes import matched_index_key
 from engine.runtime.jobs import MATCH_COUNTS
 from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue_key
 from engine.runtime.retention import memory_of
@@ -96,15 +98,19 @@ def _top(counts: dict[bytes, bytes], known: set[str], limit: int = 8) -> list[tu
 
 
 def rule_rows(connection: redis.Redis, rule_set: RuleSet) -> list[dict[str, Any]]:
-    """GET /admin/rules and the console's rules list: each rule with its matched and failed counts."""
+    """GET /admin/rules and the console's rules list: each rule with its matched and failed counts, and
+    when it last matched (from its index: matches before indexing began are not dated)."""
     with connection.pipeline(transaction=False) as pipe:
         pipe.hgetall(MATCH_COUNTS).hgetall(FAILURE_COUNTS)
-        matched_raw, failed_raw = pipe.execute()
+        for rule in rule_set.rules:  # the newest event each rule matched: one index read each
+            pipe.zrevrange(matched_index_key(rule.id), 0, 0, withscores=True)
+        matched_raw, failed_raw, *newest = pipe.execute()
     matched = {k.decode(): int(v) for k, v in matched_raw.items()}
     failed = {k.decode(): int(v) for k, v in failed_raw.items()}
     return [{**rule.summary(), "matched": matched.get(rule.id, 0), "failed": failed.get(rule.id, 0),
-             "applications": sorted(rule.applications) if rule.applications else None}
-            for rule in rule_set.rules]  # fmt: skip
+             "applications": sorted(rule.applications) if rule.applications else None,
+             "last_matched": iso_from_microseconds(int(last[0][1])) if last else None}
+            for rule, last in zip(rule_set.rules, newest, strict=True)]  # fmt: skip
 
 
 CHART_WIDTH, CHART_HEIGHT = 720, 120

@@ -71,7 +71,7 @@ def test_rules_simulate_events_detail_and_replay(admin, redis_client: redis.Redi
     assert rule["file"].endswith("rules.yaml")
     assert {k: v for k, v in rule.items() if k != "file"} == {
         "id": "greet", "name": "greet", "enabled": True, "on": ["lead.created"], "line": 3, "priority": 0,
-        "matched": 0, "failed": 0, "applications": None,
+        "matched": 0, "failed": 0, "applications": None, "last_matched": None,
     }  # fmt: skip
     simulated = session.post(f"{url}/admin/simulate", json={"event_type": "lead.created", "payload": sample()}).json()
     assert simulated["matched"] == ["greet"]

@@ -39,6 +39,8 @@ blueprint = Blueprint("console", __name__, url_prefix="/console", template_folde
                       static_folder="static", static_url_path="/static")  # fmt: skip
 
 PAGE_SIZE = 50
+#: The statuses an event in the list can have (a duplicate is counted on its original, not listed).
+LISTED_STATUSES = [s.value for s in EventStatus if s is not EventStatus.DUPLICATE]
 #: Past any number of events Redis can hold; a larger one would overflow Redis's integers.
 MAX_OFFSET = 10**12
 #: Pages anyone may open: the login form, its assets, and the language switch.
@@ -209,7 +211,7 @@ def events() -> Any:
     rules = sorted(rule.id for rule in current_app.extensions["hana_rules.registry"].current().rules)
     return render_template("events.html", page=redact(page.rows, secrets_now()), filters=wanted, problem=problem,
                            next_offset=page.next_offset, scanned_all=page.scanned_all, offset=offset,
-                           event_types=EVENT_TYPES, statuses=[s.value for s in EventStatus],
+                           event_types=EVENT_TYPES, statuses=LISTED_STATUSES,
                            rules=rules, arguments=request.args,
                            applications=[app for app in _settings().applications if app.id])  # fmt: skip
 
