@@ -277,7 +277,19 @@ class EventStore:
         return outcome, event_id
 
     def load(self, event_id: str) -> StoredEvent | None:
-        raw = self.connection.hgetall(event_key(event_id))
+        return self.parse(event_id, self.connection.hgetall(event_key(event_id)))
+
+    def load_many(self, event_ids: list[str]) -> list[StoredEvent | None]:
+        """Several events in one round trip (a timeline reads dozens)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hgetall(event_key(event_id))
+            found = pipe.execute()
+        return [self.parse(event_id, raw) for event_id, raw in zip(event_ids, found, strict=True)]
+
+    @staticmethod
+    def parse(event_id: str, raw: dict[bytes, bytes]) -> StoredEvent | None:
+        """An event as stored, from its hash (None when there is none)."""
         if not raw:
             return None
         text = {k.decode(): v for k, v in raw.items()}
