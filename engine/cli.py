@@ -309,7 +309,7 @@ def events_list(settings: Settings, event_type: str | None, rule: str | None, st
 @with_settings
 def events_show(settings: Settings, event_id: str, url: str | None, as_json: bool) -> None:
     """One event: what arrived, what each rule saw, what each action did."""
-    from engine.rules.explain import in_reading_order
+    from engine.rules.explain import fold_negations
     from engine.sentences import describe, language_of
 
     language = language_of(os.environ.get("LANG"))
@@ -324,7 +324,7 @@ def events_show(settings: Settings, event_id: str, url: str | None, as_json: boo
     for rule in body.get("rules") or []:
         mark = "✓" if rule["matched"] else "✗"
         click.echo(f"  {mark} {rule['id']}{'  — ' + rule['skipped'] if rule.get('skipped') else ''}")
-        for condition in in_reading_order(rule.get("conditions") or []):
+        for condition in fold_negations(rule.get("conditions") or []):
             sentence = describe(condition, language)
             click.echo(f"      {'  ' * sentence.depth}{sentence.text}")
     for action in body.get("actions") or []:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from engine.rules.explain import in_reading_order
+from engine.rules.explain import fold_negations
 from engine.rules.ruleset import RuleSet
 from engine.sentences import describe
 
@@ -33,7 +33,7 @@ def print_simulation(event_type: str, evaluation: dict[str, Any], rule_set: Rule
                 click.echo(f"    {note}")
         for name, value in (rule.get("vars") or {}).items():
             click.echo(f"    vars.{name} = {_short(value)}")
-        for condition in in_reading_order(rule["conditions"]):
+        for condition in fold_negations(rule["conditions"]):
             sentence = describe(condition, language)
             mark = click.style("✓", fg="green") if sentence.result else click.style("✗", fg="red")
             seen = f": {sentence.seen}" if sentence.seen else ""

@@ -72,6 +72,7 @@ MODIFIER_WORDS = {
     frozenset({"ignore_accents"}): N_("ignoring accents"),
     frozenset({"ignore_case", "ignore_accents"}): N_("ignoring case and accents"),
 }
+NEGATED = N_("it is not true that %(claim)s")
 SAW = N_("saw %(value)s")
 SAW_CHANGE = N_("saw %(before)s → %(after)s")
 NO_CHANGE = N_("it did not change in this event (now %(value)s)")
@@ -118,6 +119,8 @@ def describe(entry: dict[str, Any], language: str = DEFAULT_LANGUAGE) -> Sentenc
         modifier = MODIFIER_WORDS.get(frozenset(parts.modifiers))
         if modifier:
             claim = f"{claim} ({words.gettext(modifier)})"
+    if parts.negated:
+        claim = words.gettext(NEGATED) % {"claim": claim}
     return Sentence(claim=claim, seen=_seen(parts, words), result=parts.result, depth=parts.depth)
 
 

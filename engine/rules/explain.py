@@ -29,6 +29,7 @@ class Explanation:
     depth: int  # how deep in all/any/not it sits (0: directly under when:)
     path: str  # the trace path, when/1/any/0
     cut: bool  # the value seen or the operand was shortened for the trace
+    negated: bool = False  # folded from `not: {one test}`: the claim reads "it is not true that …"
 
 
 def explain(entry: dict[str, Any]) -> Explanation:
@@ -47,7 +48,7 @@ def explain(entry: dict[str, Any]) -> Explanation:
         seen=None if op in GROUPS else entry.get("value"), missing=bool(entry.get("missing")),
         result=bool(entry.get("result")), modifiers=tuple(entry.get("modifiers") or ()),
         error=entry.get("error"), depth=sum(part in GROUPS for part in path.split("/")[2:]), path=path,
-        cut="value_length" in entry or "expected_length" in entry,
+        cut="value_length" in entry or "expected_length" in entry, negated=bool(entry.get("negated")),
     )  # fmt: skip
 
 
@@ -60,10 +61,32 @@ def in_reading_order(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(conditions, key=key)
 
 
+def fold_negations(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`not` over one test, read as one line: "it is not true that X: saw … ✓" rather than a
+    passing group above a red ✗ (right, but read as a failure). In reading order; a `not` over a
+    group stays as it is."""
+    ordered = in_reading_order(conditions)
+    by_path = {str(entry.get("path")): entry for entry in ordered}
+    folded: list[dict[str, Any]] = []
+    skip: set[str] = set()
+    for entry in ordered:
+        path = str(entry.get("path"))
+        if path in skip:
+            continue
+        inner = by_path.get(f"{path}/not")
+        if explain(entry).op == "not" and inner is not None and explain(inner).op not in GROUPS:
+            folded.append({**inner, "path": path, "result": entry.get("result"), "negated": True})
+            skip.add(f"{path}/not")
+            continue
+        folded.append(entry)
+    return folded
+
+
 def first_failure(conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The condition to blame when a rule did not fire: the first failed test that is not a group
     (a group fails because one of its members did, and the member says why)."""
-    for entry in conditions:
+    folded = fold_negations(conditions)
+    for entry in folded:
         if not entry.get("result") and explain(entry).op not in GROUPS:
             return entry
-    return next((entry for entry in conditions if not entry.get("result")), None)
+    return next((entry for entry in folded if not entry.get("result")), None)

@@ -14,7 +14,7 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from engine.rules.compiler import compile_texts
-from engine.rules.explain import first_failure, in_reading_order
+from engine.rules.explain import first_failure, fold_negations, in_reading_order
 from engine.rules.testing import simulate
 from engine.sentences import TRANSLATIONS, describe, language_of
 
@@ -158,3 +158,14 @@ def test_the_compiled_catalogue_matches_its_source() -> None:
 
     stale = [m.id for m in catalogue if m.id and compiled_text(m)[0] != compiled_text(m)[1]]
     assert stale == []
+
+
+def test_not_over_one_test_reads_as_one_line_with_the_verdict_of_the_not() -> None:
+    conditions = evaluate("{not: {field: lead.tier, equals: VIP}}", {})
+    [line] = fold_negations(conditions)
+    assert describe(line, "en").text == "it is not true that lead.tier equals “VIP”: it has no value ✓"
+    assert describe(line, "vi").text == "không đúng là lead.tier bằng “VIP”: chưa có giá trị ✓"
+    failing = evaluate("{not: {field: lead.tier, equals: VIP}}", {"tier": "VIP"})
+    assert describe(first_failure(failing), "en").text == "it is not true that lead.tier equals “VIP”: saw “VIP” ✗"
+    grouped = evaluate("{not: {any: [{field: lead.a, equals: x}]}}", {})
+    assert [describe(c, "en").claim for c in fold_negations(grouped)][0] == "the following does not hold"

@@ -11,7 +11,7 @@ from flask_babel import gettext as _
 
 from engine.hana import EVENT_TYPES, canonical_event_type
 from engine.redaction import redact
-from engine.rules.explain import first_failure, in_reading_order
+from engine.rules.explain import first_failure, fold_negations
 from engine.rules.testing import simulate
 from engine.runtime.action_state import DamagedRecord
 from engine.runtime.events import EventStore
@@ -103,7 +103,7 @@ def _simulate(form: dict[str, str]) -> tuple[str | None, list[dict[str, Any]] | 
     rules = []
     for rule in redact(evaluation["rules"], secrets):
         conditions = rule.get("conditions") or []
-        rules.append({**rule, "reading": in_reading_order(conditions),
+        rules.append({**rule, "reading": fold_negations(conditions),
                       "blame": None if rule.get("matched") else first_failure(conditions)})  # fmt: skip
     return None, rules
 

@@ -28,7 +28,7 @@ from flask_babel import gettext as _
 from engine.config import Settings
 from engine.hana import EVENT_TYPES
 from engine.redaction import redact
-from engine.rules.explain import first_failure, in_reading_order
+from engine.rules.explain import first_failure, fold_negations
 from engine.runtime.events import EventStatus, EventStore
 from engine.runtime.intake import ReplayRefused
 from engine.runtime.views import EventFilter, list_events
@@ -232,7 +232,7 @@ def event(event_id: str) -> Any:
     rules = [rule for rule in evaluation.get("rules", []) if isinstance(rule, dict)]
     for rule in rules:
         conditions = rule.get("conditions") or []
-        rule["reading"] = in_reading_order(conditions)
+        rule["reading"] = fold_negations(conditions)
         rule["blame"] = first_failure(conditions) if not rule.get("matched") else None
     records = current_app.extensions["hana_rules.actions"].for_event(event_id)
     actions = [record.shown(secrets) for record in records]
