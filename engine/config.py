@@ -95,6 +95,9 @@ class Console:
 
     secret_key: str | None = None
     read_only: bool = False
+    #: Reverse proxies in front (each adds X-Forwarded-For/-Proto): the client's address, which
+    #: limits failed logins, and HTTPS, which makes the cookie Secure, are read from them.
+    trusted_proxies: int = 0
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,7 @@ def _resolve(
         console=Console(
             secret_key=console_raw.get("secret_key") or _secret(env, "HANA_RULES_SECRET_KEY", found_secrets),
             read_only=bool(console_raw.get("read_only", False)),
+            trusted_proxies=int(console_raw.get("trusted_proxies", 0)),
         ),
         secrets=frozenset(found_secrets),
     )

@@ -95,7 +95,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "console": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"secret_key": {"type": "string", "minLength": 16}, "read_only": {"type": "boolean"}},
+            "properties": {"secret_key": {"type": "string", "minLength": 16}, "read_only": {"type": "boolean"},
+                           "trusted_proxies": {"type": "integer", "minimum": 0, "maximum": 5}},
         },
     },
 }

@@ -107,3 +107,23 @@ def test_odd_addresses_get_a_page_not_a_500_nor_a_redirect_elsewhere(console: st
     assert missing.status_code == 404 and "text/html" in missing.headers["Content-Type"]
     assert "frame-ancestors 'none'" in missing.headers["Content-Security-Policy"]
     assert session.get(console + "failed/nothing:here:0/delete").status_code == 404
+
+
+def test_behind_a_trusted_proxy_failed_logins_count_per_client_not_per_proxy(settings, redis_client, tmp_path) -> None:
+    from dataclasses import replace
+
+    from engine.config import Console
+
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    settings = replace(settings, rules_dir=tmp_path / "rules", console=Console(trusted_proxies=1))
+    app = create_app(settings, connection=receiver_client(settings.redis_url), drain_journal=False)
+    with live_server(app) as url:
+        console = url + "/console/"
+        attacker = requests.Session()
+        attacker.headers["X-Forwarded-For"] = "203.0.113.7"
+        for _ in range(MAX_FAILED_LOGINS):
+            assert log_in(attacker, console, "wrong").status_code == 401
+        assert log_in(attacker, console, settings.admin_token).status_code == 429
+        colleague = requests.Session()
+        colleague.headers["X-Forwarded-For"] = "198.51.100.20"
+        assert log_in(colleague, console, settings.admin_token).status_code == 302

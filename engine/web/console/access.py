@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 from flask import Flask, Request, Response, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engine.config import Settings, generated_secrets
 from engine.errors import ConfigError
@@ -60,6 +61,9 @@ class ConsoleSessions(SecureCookieSessionInterface):
 
 def configure(app: Flask, settings: Settings) -> None:
     app.secret_key = settings.console.secret_key or _session_key(settings.data_dir)
+    if settings.console.trusted_proxies:
+        hops = settings.console.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.session_interface = ConsoleSessions()
     app.config.update(SESSION_COOKIE_NAME="hana_rules_console", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_PATH="/",
