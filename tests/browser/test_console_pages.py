@@ -138,3 +138,25 @@ def test_the_playground_runs_a_pasted_body_and_sends_nothing(page, served: Serve
     assert '"id": "lead-play"' in card.locator("pre").inner_text()
     assert len(partner.requests) == before
     shoot(page, "playground-en")
+
+
+def test_dead_letters_that_failed_alike_are_one_row_and_go_together(page, served: Served) -> None:
+    """The shipped phone rule has no Hana address here: every lead created is a dead letter alike."""
+    for n in range(3):
+        post(served, "lead.created", {"id": f"lead-bulk-{n}"})
+    log_in(page, served)
+
+    def grouped() -> bool:
+        page.goto(console_url(served) + "failed")
+        row = page.locator("table.groups tbody tr", has_text="normalize-phone-to-e164")
+        return row.count() == 1 and int(row.locator("strong").inner_text()) >= 3
+
+    wait_for(grouped, what="the phone rule's dead letters in one row")
+    row = page.locator("table.groups tbody tr", has_text="normalize-phone-to-e164")
+    assert "no hana_update_url/access_token configured" in row.inner_text()
+    shoot(page, "failed-groups-en")
+    row.get_by_role("link", name="Delete all").click()
+    assert page.get_by_role("heading", name="Delete them all?").is_visible()
+    page.get_by_role("button", name="Yes, delete them").click()
+    assert page.get_by_role("status").inner_text() == "Deleted."
+    assert page.locator("section.letter", has_text="normalize-phone-to-e164").count() == 0

@@ -3,6 +3,7 @@ page, as Django admin does, never a JavaScript confirm()), and the playground (n
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -26,10 +27,60 @@ def _actions() -> Any:
 
 @blueprint.get("/failed")
 def failed() -> Any:
+    letters = _letters()
+    return render_template("failed.html", letters=letters, groups=_groups(letters), done=request.args.get("done"),
+                           group=request.args.get("group"))  # fmt: skip
+
+
+def _letters() -> list[dict[str, Any]]:
     secrets = secrets_now()
-    letters = [record.shown(secrets) for record in _actions().dead_letters(MAX_DEAD_LETTERS_SHOWN)]
-    parked = sorted({letter["id"] for letter in letters if letter["status"] == "parked"})
-    return render_template("failed.html", letters=letters, parked=parked, done=request.args.get("done"))
+    return [record.shown(secrets) for record in _actions().dead_letters(MAX_DEAD_LETTERS_SHOWN)]
+
+
+def group_key(letter: dict[str, Any]) -> str:
+    """Dead letters that failed alike: the same rule, kind, status and error (its first line, cut)."""
+    error = (letter.get("error") or "").splitlines()[0][:120] if letter.get("error") else ""
+    text = "\x1f".join((letter["rule"], letter["kind"], letter["status"], error))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _groups(letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per kind of failure, biggest first: a hundred dead letters read as three lines."""
+    groups: dict[str, dict[str, Any]] = {}
+    for letter in letters:
+        key = group_key(letter)
+        first = {"key": key, "rule": letter["rule"], "kind": letter["kind"], "status": letter["status"],
+                 "error": letter.get("error"), "ids": []}  # fmt: skip
+        group = groups.setdefault(key, first)
+        group["ids"].append(letter["id"])
+    return sorted(groups.values(), key=lambda g: (-len(g["ids"]), g["rule"]))
+
+
+@blueprint.get("/failed/group/<key>/<verb>")
+def confirm_group(key: str, verb: str) -> Any:
+    group = next((g for g in _groups(_letters()) if g["key"] == key), None)
+    if verb not in ("retry", "delete") or group is None:
+        reason = _("These failed actions are gone: they may have been retried or deleted.")
+        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    return render_template("confirm_group.html", group=group, verb=verb)
+
+
+@blueprint.post("/failed/group/<key>/<verb>")
+def act_on_group(key: str, verb: str) -> Any:
+    """Retry or delete every dead letter of one kind of failure (as listed now, not as it was shown)."""
+    group = next((g for g in _groups(_letters()) if g["key"] == key), None)
+    if verb not in ("retry", "delete") or group is None:
+        reason = _("These failed actions are gone: they may have been retried or deleted.")
+        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    for action_id in group["ids"]:
+        if verb == "delete":
+            _actions().purge(action_id)
+            continue
+        try:
+            _actions().retry(action_id)
+        except DamagedRecord:
+            pass  # written half: it cannot be sent again, only deleted, and stays listed
+    return redirect(url_for("console.failed", done="retried" if verb == "retry" else "deleted"))
 
 
 @blueprint.get("/failed/<action_id>/<verb>")
