@@ -160,6 +160,21 @@ class StoredEvent:
             return None
 
     @property
+    def shown_body(self) -> Any:
+        """The body as the admin views show it: its JSON, or its text when it is not JSON (quarantined)."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def rule_results(self) -> list[dict[str, Any]]:
+        """Each listening rule's traced result (simulate's shape), or none before processing."""
+        evaluation = self.document("evaluation")
+        rules = evaluation.get("rules", []) if isinstance(evaluation, dict) else []
+        return [rule for rule in rules if isinstance(rule, dict)]
+
+    @property
     def damaged(self) -> str | None:
         """What could not be read of this event, for the admin views; None when it is whole."""
         unreadable = []

@@ -6,7 +6,6 @@ Views parse, authenticate and call one function; the work lives in the runtime.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -137,17 +136,11 @@ def event_detail(event_id: str) -> tuple[Response, int]:
     event = _events().load(event_id)
     if event is None:
         return error(404, f"no event {event_id!r} (events are kept for the retention period)")
-    try:
-        body: Any = json.loads(event.body)
-    except ValueError:
-        body = event.body.decode("utf-8", errors="replace")
-    evaluation = event.document("evaluation")
-    evaluation = evaluation if isinstance(evaluation, dict) else {}
     detail = {
-        **_summary(event), "body": body, "context": event.context, "warnings": list(event.warnings),
+        **_summary(event), "body": event.shown_body, "context": event.context, "warnings": list(event.warnings),
         "echo": event.document("echo") or False, "version": event.text("version"), "error": event.text("error"),
         "reason": event.reason, "duplicates": event.duplicates,
-        "rules": with_sentences(evaluation.get("rules", []), _language()),
+        "rules": with_sentences(event.rule_results, _language()),
         "actions": [_action_summary(r.shown(_secrets())) for r in _actions().for_event(event_id)],
     }  # fmt: skip
     if event.damaged:

@@ -126,7 +126,9 @@ def playground() -> Any:
             context = stored.context or {}
             entity = context.get("event", {}).get("entity")
             previous = (context.get("previous") or {}).get(entity) if entity else None
-            form = {"event_type": stored.type, "body": _pretty_text(stored.body),
+            body = stored.shown_body
+            form = {"event_type": stored.type,
+                    "body": json.dumps(body, ensure_ascii=False, indent=2) if isinstance(body, dict | list) else body,
                     "previous": json.dumps({entity: previous}, ensure_ascii=False, indent=2) if previous else ""}
     problem, rules = None, None
     if request.method == "POST":
@@ -157,10 +159,3 @@ def _simulate(form: dict[str, str]) -> tuple[str | None, list[dict[str, Any]] | 
         rules.append({**rule, "reading": fold_negations(conditions),
                       "blame": None if rule.get("matched") else first_failure(conditions)})  # fmt: skip
     return None, rules
-
-
-def _pretty_text(raw: bytes) -> str:
-    try:
-        return json.dumps(json.loads(raw), ensure_ascii=False, indent=2)
-    except ValueError:
-        return raw.decode("utf-8", errors="replace")

@@ -220,16 +220,9 @@ def events() -> Any:
 def event(event_id: str) -> Any:
     stored = EventStore(redis_connection()).load(event_id)
     if stored is None:
-        reason = _("There is no event %(id)s. Events are kept for the retention period.", id=event_id)
-        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+        return _no_event(event_id)
     secrets = secrets_now()
-    try:
-        body: Any = json.loads(stored.body)
-    except ValueError:
-        body = stored.body.decode("utf-8", errors="replace")
-    evaluation = stored.document("evaluation")
-    evaluation = evaluation if isinstance(evaluation, dict) else {}
-    rules = [rule for rule in evaluation.get("rules", []) if isinstance(rule, dict)]
+    rules = stored.rule_results
     for rule in rules:
         conditions = rule.get("conditions") or []
         rule["reading"] = fold_negations(conditions)
@@ -246,18 +239,22 @@ def event(event_id: str) -> Any:
         "application_id": stored.application_id, "entity_id": stored.entity_id, "reason": stored.reason,
         "warnings": list(stored.warnings), "echo": stored.document("echo") or False,
         "version": stored.text("version"), "error": stored.text("error"), "damaged": stored.damaged,
-        "body": body, "context": stored.context, "rules": rules, "actions": actions,
+        "body": stored.shown_body, "context": stored.context, "rules": rules, "actions": actions,
         "matched": stored.document("matched") or [],
     }  # fmt: skip
     return render_template("event.html", event=redact(story, secrets))
+
+
+def _no_event(event_id: str) -> tuple[str, int]:
+    reason = _("There is no event %(id)s. Events are kept for the retention period.", id=event_id)
+    return render_template("refused.html", reason=reason, title=_("Not found")), 404
 
 
 @blueprint.post("/events/<event_id>/replay")
 def replay(event_id: str) -> Any:
     stored = EventStore(redis_connection()).load(event_id)
     if stored is None:
-        reason = _("There is no event %(id)s. Events are kept for the retention period.", id=event_id)
-        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+        return _no_event(event_id)
     try:
         receipt = current_app.extensions["hana_rules.intake"].replay(stored)
     except ReplayRefused as exc:
