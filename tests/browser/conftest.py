@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.runtime.embedded import free_port
-from tests.e2e.test_serve import Served, serve
+from tests.e2e.test_serve import Served, running, serve
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,15 +92,22 @@ def serve_configured(folder: Path, config: str, rules: dict[str, str]) -> Iterat
     (folder / "hana-rules.yaml").write_text(config, encoding="utf-8")
     command = [sys.executable, "-m", "engine.cli", "serve", "--config", str(folder / "hana-rules.yaml"),
                "--port", str(free_port())]  # fmt: skip
-    with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-        process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=err)
-    served = Served(process, folder)
-    try:
-        wait_for(lambda: "Admin token:" in served.stdout or process.poll() is not None, timeout=60,
-                 what="serve to print its URLs")  # fmt: skip
-        assert process.poll() is None, served.stderr
+    with running(folder, command) as served:
         yield served
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+
+
+def log_in(page: object, served: Served, path: str = "login") -> None:
+    """Open a console page (the login form first) and log in with the admin token serve printed."""
+    page.goto(console_url(served) + path)  # type: ignore[attr-defined]
+    page.get_by_label("Admin token").fill(admin_token(served))  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
+
+
+def event_done(page: object, served: Served, event_id: str) -> None:
+    """Reload the event's page until it shows the event processed."""
+
+    def shows_done() -> bool:
+        page.goto(console_url(served) + f"events/{event_id}")  # type: ignore[attr-defined]
+        return page.locator("h1 .badge-done").count() == 1  # type: ignore[attr-defined]
+
+    wait_for(shows_done, what=f"event {event_id} to be done")

@@ -6,9 +6,9 @@ import json
 
 import requests
 
-from tests.browser.conftest import admin_token, console_url, shoot
+from tests.browser.conftest import admin_token, console_url, event_done, log_in, shoot
 from tests.e2e.test_serve import Served
-from tests.helpers import sample_bytes, wait_for
+from tests.helpers import sample_bytes
 
 LEAD_ID = "e734c76a-52ca-44f0-a21e8e1fe627c308"  # the sample body's lead
 
@@ -23,20 +23,6 @@ def post(served: Served, body: bytes) -> str:
 def sentence(line) -> str:
     """A condition line as read (the ✓/✗ aside): its claim and what was seen."""
     return line.locator(".claim").inner_text() + line.locator(".seen").inner_text()
-
-
-def log_in(page, served: Served, path: str = "events") -> None:
-    page.goto(console_url(served) + path)
-    page.get_by_label("Admin token").fill(admin_token(served))
-    page.get_by_role("button", name="Log in").click()
-
-
-def processed(page, served: Served, event_id: str) -> None:
-    def shows_done() -> bool:
-        page.goto(console_url(served) + f"events/{event_id}")
-        return page.locator("h1 .badge-done").count() == 1
-
-    wait_for(shows_done, what="the event page to show the event done")
 
 
 def test_login_is_required_a_wrong_token_is_refused_and_logout_ends_the_session(page, served: Served) -> None:
@@ -60,7 +46,7 @@ def test_login_is_required_a_wrong_token_is_refused_and_logout_ends_the_session(
 def test_an_event_shows_each_condition_as_a_sentence_in_english_and_vietnamese(page, served: Served) -> None:
     event_id = post(served, sample_bytes())
     log_in(page, served)
-    processed(page, served, event_id)
+    event_done(page, served, event_id)
     matched = page.locator("section.rule-card.matched", has_text="normalize-phone-to-e164")
     first = matched.locator("li.condition").first
     assert first.locator(".mark").inner_text() == "✓"
@@ -93,7 +79,7 @@ def test_the_list_filters_by_lead_id(page, served: Served) -> None:
     mine = post(served, json.dumps(body).encode())
     other = post(served, sample_bytes())
     log_in(page, served)
-    processed(page, served, mine)
+    event_done(page, served, mine)
     page.goto(console_url(served) + "events")
     page.get_by_label("Customer or opportunity id").fill("lead-for-the-filter")
     page.get_by_role("button", name="Filter").click()
@@ -123,7 +109,7 @@ def test_a_lead_named_like_html_is_shown_as_text(page, served: Served) -> None:
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     log_in(page, served)
-    processed(page, served, event_id)
+    event_done(page, served, event_id)
     page.get_by_text("The body, as received").click()
     body = page.locator("details", has_text="The body, as received").locator("pre")
     assert '"rawData": "<img src=x onerror=alert(1)>"' in body.inner_text()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.browser.conftest import admin_token, console_url, serve_configured, shoot
+from tests.browser.conftest import console_url, event_done, log_in, serve_configured, shoot
 from tests.e2e.test_serve import Served
 from tests.helpers import sample_bytes, wait_for
 from tests.stubs import Answer, Stub, stub_server
@@ -53,24 +53,10 @@ def post(served: Served, event_type: str, lead: dict) -> str:
     return answer.json()["event_id"]
 
 
-def log_in(page, served: Served) -> None:
-    page.goto(console_url(served) + "login")
-    page.get_by_label("Admin token").fill(admin_token(served))
-    page.get_by_role("button", name="Log in").click()
-
-
-def done(page, served: Served, event_id: str) -> None:
-    def shows_done() -> bool:
-        page.goto(console_url(served) + f"events/{event_id}")
-        return page.locator("h1 .badge-done").count() == 1
-
-    wait_for(shows_done, what=f"event {event_id} to be done")
-
-
 def test_the_overview_draws_the_chart_and_the_figures(page, served: Served) -> None:
     event_id = post(served, "lead.created", {"id": "lead-overview"})
     log_in(page, served)
-    done(page, served, event_id)
+    event_done(page, served, event_id)
     page.get_by_role("link", name="Overview", exact=True).click()
     chart = page.locator("figure.chart svg")
     assert chart.is_visible() and page.locator("figure.chart rect.bar").count() == 144
@@ -86,7 +72,7 @@ def test_the_timeline_shows_what_changed_and_the_rule_page_says_why_it_did_not_f
     post(served, "lead.created", {"id": "lead-timeline", "cf_string_hang": "Thường"})
     second = post(served, "lead.updated", {"id": "lead-timeline", "cf_string_hang": "Bạc"})
     log_in(page, served)
-    done(page, served, second)
+    event_done(page, served, second)
     page.goto(console_url(served) + "timeline?entity=lead-timeline")
     steps = page.locator("ol.timeline > li")
     assert steps.count() == 2

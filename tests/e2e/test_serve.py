@@ -87,7 +87,13 @@ def serve_command(folder: Path, port: int, *, web_workers: int = 1) -> list[str]
 
 @contextmanager
 def serve(folder: Path, port: int, *, web_workers: int = 1) -> Iterator[Served]:
-    command = serve_command(folder, port, web_workers=web_workers)
+    with running(folder, serve_command(folder, port, web_workers=web_workers)) as served:
+        yield served
+
+
+@contextmanager
+def running(folder: Path, command: list[str]) -> Iterator[Served]:
+    """`command` (a `serve`) run in `folder` until it has printed its URLs; killed at the end."""
     with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
         process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=err)
     served = Served(process, folder)
