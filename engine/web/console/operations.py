@@ -56,22 +56,34 @@ def _groups(letters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(groups.values(), key=lambda g: (-len(g["ids"]), g["rule"]))
 
 
+def _group(key: str, verb: str) -> dict[str, Any] | None:
+    """The group as listed now (not as it was shown), when the verb is one we do."""
+    if verb not in ("retry", "delete"):
+        return None
+    return next((g for g in _groups(_letters()) if g["key"] == key), None)
+
+
+def _gone_group() -> tuple[str, int]:
+    reason = _("These failed actions are gone: they may have been retried or deleted.")
+    return render_template("refused.html", reason=reason, title=_("Not found")), 404
+
+
 @blueprint.get("/failed/group/<key>/<verb>")
 def confirm_group(key: str, verb: str) -> Any:
-    group = next((g for g in _groups(_letters()) if g["key"] == key), None)
-    if verb not in ("retry", "delete") or group is None:
-        reason = _("These failed actions are gone: they may have been retried or deleted.")
-        return render_template("refused.html", reason=reason, title=_("Not found")), 404
-    return render_template("confirm_group.html", group=group, verb=verb)
+    group = _group(key, verb)
+    if group is None:
+        return _gone_group()
+    target = url_for("console.act_on_group", key=key, verb=verb)
+    return render_template("confirm.html", verb=verb, count=len(group["ids"]), kind=group["kind"], rule=group["rule"],
+                           error=group["error"], target=target)  # fmt: skip
 
 
 @blueprint.post("/failed/group/<key>/<verb>")
 def act_on_group(key: str, verb: str) -> Any:
-    """Retry or delete every dead letter of one kind of failure (as listed now, not as it was shown)."""
-    group = next((g for g in _groups(_letters()) if g["key"] == key), None)
-    if verb not in ("retry", "delete") or group is None:
-        reason = _("These failed actions are gone: they may have been retried or deleted.")
-        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+    """Retry or delete every dead letter of one kind of failure."""
+    group = _group(key, verb)
+    if group is None:
+        return _gone_group()
     for action_id in group["ids"]:
         if verb == "delete":
             _actions().purge(action_id)
@@ -83,6 +95,11 @@ def act_on_group(key: str, verb: str) -> Any:
     return redirect(url_for("console.failed", done="retried" if verb == "retry" else "deleted"))
 
 
+def _no_letter(action_id: str) -> tuple[str, int]:
+    reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
+    return render_template("refused.html", reason=reason, title=_("Not found")), 404
+
+
 @blueprint.get("/failed/<action_id>/<verb>")
 def confirm(action_id: str, verb: str) -> Any:
     """The page that asks before a retry or a delete: what will happen, in words, and one button."""
@@ -90,9 +107,10 @@ def confirm(action_id: str, verb: str) -> Any:
         return render_template("refused.html", reason=_("Unknown action."), title=_("Not found")), 404
     record = _actions().load(action_id)
     if record is None or record.status not in ("failed", "parked"):
-        reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
-        return render_template("refused.html", reason=reason, title=_("Not found")), 404
-    return render_template("confirm.html", letter=record.shown(secrets_now()), verb=verb)
+        return _no_letter(action_id)
+    letter = record.shown(secrets_now())
+    return render_template("confirm.html", verb=verb, count=1, kind=letter["kind"], rule=letter["rule"],
+                           error=letter["error"], target=url_for(f"console.{verb}", action_id=action_id))  # fmt: skip
 
 
 @blueprint.post("/failed/<action_id>/retry")
@@ -102,16 +120,14 @@ def retry(action_id: str) -> Any:
     except DamagedRecord as exc:
         return render_template("refused.html", reason=str(exc), title=_("Refused")), 409
     if not resumed:
-        reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
-        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+        return _no_letter(action_id)
     return redirect(url_for("console.failed", done="retried"))
 
 
 @blueprint.post("/failed/<action_id>/delete")
 def delete(action_id: str) -> Any:
     if not _actions().purge(action_id):
-        reason = _("There is no failed action %(id)s any more: it may have been retried or deleted.", id=action_id)
-        return render_template("refused.html", reason=reason, title=_("Not found")), 404
+        return _no_letter(action_id)
     return redirect(url_for("console.failed", done="deleted"))
 
 
