@@ -21,15 +21,13 @@ from engine.hana import iso_from_microseconds
 from engine.rules.ruleset import RuleSet
 from engine.runtime.action_state import DEAD_LETTERS, DUE_ACTIONS, FAILURE_COUNTS, PARKED_APPS, PARKED_PREFIX
 from engine.runtime.events import EVENTS_INDEX
-from engine.runtime.indexes import matched_index_key
+from engine.runtime.indexes import matched_index_key, status_index_key
 from engine.runtime.jobs import MATCH_COUNTS
 from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue_key
 from engine.runtime.retention import memory_of
 
 BUCKET_MS = 10 * 60_000
 BUCKETS = 24 * 6  # 24 h of 10-minute buckets
-#: The status indexes the worker's commit keeps (see engine/runtime/indexes.py); absent ones count 0.
-STATUS_INDEX_PREFIX = "hr:idx:status:"
 CHARTED_STATUSES = ("failed", "quarantined")
 
 
@@ -57,7 +55,7 @@ def read_overview(connection: redis.Redis, rule_set: RuleSet, *, now_ms: int | N
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     first = (now_ms // BUCKET_MS - BUCKETS + 1) * BUCKET_MS
     with connection.pipeline(transaction=False) as pipe:
-        for key in (EVENTS_INDEX, *(STATUS_INDEX_PREFIX + status for status in CHARTED_STATUSES)):
+        for key in (EVENTS_INDEX, *(status_index_key(status) for status in CHARTED_STATUSES)):
             for bucket in range(BUCKETS):
                 start_us = (first + bucket * BUCKET_MS) * 1000
                 pipe.zcount(key, start_us, f"({start_us + BUCKET_MS * 1000}")

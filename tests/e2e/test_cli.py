@@ -124,3 +124,20 @@ def test_check_answers_any_file_in_one_line_per_mistake_never_a_traceback(tmp_pa
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith("rules/deep.yaml:4:") and "nested more than 50 levels deep" in lines[0]
     assert lines[1].startswith("rules/list.yaml:1:1") and "write `rules:` above your list" in lines[1]
+
+
+def test_simulate_prints_each_condition_as_a_sentence_and_each_payload_whole(tmp_path: Path) -> None:
+    long_text = "Xin chào " * 40  # far past the 90 characters simulate used to cut payloads at
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - id: greet\n    on: lead.created\n"
+        "    when: [{field: lead.baseName, contains: toan, ignore_case: true}]\n"
+        f"    then: [{{log: '{long_text}{{{{ lead.baseName }}}}'}}]\n"
+    )
+    sentences = {"en": "✓ lead.baseName contains “toan” (ignoring case): saw “Toan Truyen”",
+                 "vi": "✓ lead.baseName có chứa “toan” (không phân biệt hoa thường): thấy “Toan Truyen”"}
+    for language, sentence in sentences.items():
+        result = hana_rules("simulate", "lead.created", str(SAMPLE), "--rules", str(tmp_path), "--lang", language,
+                            cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert sentence in result.stdout
+        assert f"{long_text}Toan Truyen" in result.stdout and "…" not in result.stdout
