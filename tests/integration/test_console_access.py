@@ -127,3 +127,14 @@ def test_behind_a_trusted_proxy_failed_logins_count_per_client_not_per_proxy(set
         colleague = requests.Session()
         colleague.headers["X-Forwarded-For"] = "198.51.100.20"
         assert log_in(colleague, console, settings.admin_token).status_code == 302
+
+
+def test_a_quarantine_reason_reads_in_vietnamese_with_the_engines_exact_words_kept(console: str, settings) -> None:
+    base = console.removesuffix("/console/")
+    token = settings.applications[0].webhook_token
+    answer = requests.post(f"{base}/hooks/lead.created?token={token}", data=b"{not json", timeout=10)
+    assert answer.json()["status"] == "quarantined"
+    session = logged_in(console, settings)
+    page = session.get(console + "events/" + answer.json()["event_id"], headers={"Accept-Language": "vi"})
+    assert "Nội dung không phải JSON hợp lệ" in page.text
+    assert "Nguyên văn của hệ thống" in page.text and "the body is not valid JSON" in page.text

@@ -34,6 +34,7 @@ from engine.runtime.intake import ReplayRefused
 from engine.runtime.views import EventFilter, list_events
 from engine.sentences import LANGUAGES, TRANSLATIONS, describe, language_of, translations, value_text
 from engine.web.console import access
+from engine.web.console.problems import in_words
 
 blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                       static_folder="static", static_url_path="/static")  # fmt: skip
@@ -113,6 +114,7 @@ def template_helpers() -> dict[str, Any]:
         "status_words": status_words(),
         "type_words": type_words(),
         "logged_in": access.logged_in(),
+        "in_words": in_words,
     }
 
 

@@ -1,0 +1,94 @@
+"""The engine's error texts in the reader's language, on the console's pages.
+
+Delivery errors and quarantine reasons are written once, in English, where they happen
+(engine/actions, engine/runtime/intake.py): the CLI, the admin API and the logs carry them
+as they are, and a test elsewhere pins their wording. The console puts the ones a business
+user meets most into the reader's words here, at the edge, keeping the engine's exact words
+one click away (they are what an admin searches the logs for). A text no pattern knows is
+shown as it is and marked as the engine's own words.
+
+Patterns are anchored and linear (no nested repetition): part of a text can come from a
+partner's answer, cut to 200 characters where it is made.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask_babel import get_locale
+from flask_babel import gettext as _
+
+#: Long enough for every text the engine writes; a longer one is shown untouched.
+LONGEST = 2000
+
+
+@dataclass(frozen=True)
+class Problem:
+    shown: str  # what the page says
+    original: str | None  # the engine's exact words, when `shown` differs from them
+    untranslated: bool  # the reader reads another language, and no pattern knew this text
+
+
+def _known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], ...]:
+    """(pattern, words) for the texts a business user meets most; `words` calls gettext with
+    literal messages, so `pybabel extract` finds them."""
+    return tuple((re.compile(pattern, re.DOTALL), words) for pattern, words in (
+        (r"no hana_update_url/access_token configured for (?P<app>.+)", lambda m: _(
+            "No Hana update URL or access token is set for %(app)s: add hana_update_url and access_token "
+            "to its application in the settings, then retry.", **m)),
+        (r"Hana refused the access token of (?P<app>.+?) \((?P<status>\d{3})\); its hana_update actions are "
+         r"parked until an admin fixes the token and retries them", lambda m: _(
+            "Hana refused the access token of %(app)s (%(status)s). Its updates to Hana wait (parked) until an "
+            "admin fixes the token and resumes them.", **m)),
+        (r"could not connect: (?P<detail>.*)", lambda m: _(
+            "Could not connect to the partner (%(detail)s); it is tried again.", **m)),
+        (r"request failed: (?P<detail>.*)", lambda m: _("The request failed on the way (%(detail)s).", **m)),
+        (r"no complete answer within (?P<seconds>[0-9.]+)s", lambda m: _(
+            "The partner did not answer completely within %(seconds)s s; it is tried again.", **m)),
+        (r"answered (?P<status>\d{3}) redirect to (?P<location>[^;]*); redirects are not followed", lambda m: _(
+            "The partner answered %(status)s and sent us elsewhere (%(location)s); redirects are not followed: "
+            "put the final address in the rule.", **m)),
+        (r"answered (?P<status>\d{3}): (?P<answer>.*)", lambda m: _(
+            "The partner answered %(status)s: %(answer)s", **m)),
+        (r"host (?P<host>'[^']*') is not in outbound\.allow_hosts; add it there to allow calls to it", lambda m: _(
+            "Host %(host)s is not on the allowed list (outbound.allow_hosts); an admin adds it there to allow "
+            "calls to it.", **m)),
+        (r"the job ran out of time before the delivery ended", lambda m: _(
+            "The delivery took longer than its job may run; it is tried again.")),
+        (r"interrupted: the worker stopped during delivery \(its lease expired\)", lambda m: _(
+            "Interrupted: the worker stopped while sending; it is tried again.")),
+        (r"email: no smtp settings configured", lambda m: _(
+            "Email cannot be sent: no SMTP server is set in the settings.")),
+        (r"email: every recipient was refused", lambda m: _("The mail server refused every recipient.")),
+        (r"email: the SMTP server answered (?P<code>\d+).*", lambda m: _(
+            "The mail server answered %(code)s.", **m)),
+        (r"the body is empty; Hana sends a JSON object", lambda m: _(
+            "The body was empty; Hana always sends a JSON object.")),
+        (r"the body is not valid JSON \((?P<detail>.*)\)", lambda m: _(
+            "The body is not valid JSON (%(detail)s).", **m)),
+        (r"the body is a JSON (?P<kind>[a-z]+), not an object", lambda m: _(
+            "The body is a JSON %(kind)s, not the object Hana sends.", **m)),
+        (r"the body is nested more than (?P<depth>\d+) levels deep", lambda m: _(
+            "The body is nested more than %(depth)s levels deep.", **m)),
+        (r"the body names application (?P<named>.+), but the token belongs to (?P<owner>.+); a token never lets "
+         r"one application act as another", lambda m: _(
+            "The body names application %(named)s, but the token belongs to %(owner)s; one application's token "
+            "never acts for another.", **m)),
+    ))  # fmt: skip
+
+
+_KNOWN = _known()
+
+
+def in_words(text: str | None) -> Problem:
+    """`text` as the reader should see it (see the module's docstring)."""
+    text = text or ""
+    if str(get_locale() or "en") == "en" or len(text) > LONGEST:
+        return Problem(text, None, False)
+    for pattern, words in _KNOWN:
+        match = pattern.fullmatch(text)
+        if match:
+            return Problem(words(match.groupdict()), text, False)
+    return Problem(text, None, True)
