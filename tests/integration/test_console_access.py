@@ -138,3 +138,29 @@ def test_a_quarantine_reason_reads_in_vietnamese_with_the_engines_exact_words_ke
     page = session.get(console + "events/" + answer.json()["event_id"], headers={"Accept-Language": "vi"})
     assert "Nội dung không phải JSON hợp lệ" in page.text
     assert "Nguyên văn của hệ thống" in page.text and "the body is not valid JSON" in page.text
+
+
+def test_events_pages_go_older_and_back_newer_to_the_same_rows(console: str, settings) -> None:
+    base = console.removesuffix("/console/")
+    token = settings.applications[0].webhook_token
+    with requests.Session() as hana:
+        for index in range(120):
+            body = {"id": f"L{index}", "baseName": f"lead {index}"}
+            assert hana.post(f"{base}/hooks/lead.created?token={token}", json=body, timeout=10).ok
+    session = logged_in(console, settings)
+
+    def rows_and_links(url: str) -> tuple[list[str], dict[str, str]]:
+        page = session.get(url).text
+        links = dict(re.findall(r'<a href="([^"]+)" rel="(next|prev)"', page))
+        return re.findall(r'href="/console/events/([0-9a-f]+)"', page), {rel: href for href, rel in links.items()}
+
+    first, links = rows_and_links(console + "events?type=lead.created")
+    assert len(first) == 50 and "prev" not in links
+    second, links = rows_and_links(base + links["next"].replace("&amp;", "&"))
+    third, links = rows_and_links(base + links["next"].replace("&amp;", "&"))
+    assert len(second) == 50 and len(third) == 20 and "next" not in links
+    assert not set(first) & set(second) and not set(second) & set(third)
+    back, links = rows_and_links(base + links["prev"].replace("&amp;", "&"))
+    assert back == second
+    again, links = rows_and_links(base + links["prev"].replace("&amp;", "&"))
+    assert again == first and "type=lead.created" in session.get(console + "events?type=lead.created").url

@@ -44,6 +44,8 @@ PAGE_SIZE = 50
 LISTED_STATUSES = [s.value for s in EventStatus if s is not EventStatus.DUPLICATE]
 #: Past any number of events Redis can hold; a larger one would overflow Redis's integers.
 MAX_OFFSET = 10**12
+#: How many newer pages an events page remembers the way back to.
+MAX_BACK = 50
 #: Pages anyone may open: the login form, its assets, and the language switch.
 OPEN_ENDPOINTS = frozenset({"console.login", "console.static", "console.language"})
 
@@ -212,10 +214,32 @@ def events() -> Any:
     page = list_events(redis_connection(), wanted, limit=PAGE_SIZE, offset=offset)
     rules = sorted(rule.id for rule in current_app.extensions["hana_rules.registry"].current().rules)
     return render_template("events.html", page=redact(page.rows, secrets_now()), filters=wanted, problem=problem,
-                           next_offset=page.next_offset, scanned_all=page.scanned_all, offset=offset,
-                           event_types=EVENT_TYPES, statuses=LISTED_STATUSES,
-                           rules=rules, arguments=request.args,
+                           scanned_all=page.scanned_all, paging=_paging(offset, page.next_offset),
+                           event_types=EVENT_TYPES, statuses=LISTED_STATUSES, rules=rules,
                            applications=[app for app in _settings().applications if app.id])  # fmt: skip
+
+
+def _paging(offset: int, next_offset: int | None) -> dict[str, Any]:
+    """Links to the newest, newer and older pages, keeping the filters.
+
+    A page starts at a position in the index the filter walks, not at a row count (a filter
+    skips rows), so a newer page cannot be computed backwards: each older page's link carries
+    the start of the pages before it (`back`, the last MAX_BACK of them).
+    """
+    back = [int(part) for part in request.args.get("back", "").split(",") if part.isdigit()][-MAX_BACK:]
+    back = [min(position, offset) for position in back]
+    arguments = {name: value for name, value in request.args.items() if name not in ("offset", "back")}
+
+    def link(start: int, behind: list[int]) -> str:
+        return url_for("console.events", **arguments, **({"offset": start} if start else {}),
+                       **({"back": ",".join(map(str, behind))} if behind else {}))  # fmt: skip
+
+    return {
+        "number": len(back) + 1 if back or not offset else None,
+        "newest": link(0, []) if offset else None,
+        "newer": (link(back[-1], back[:-1]) if back else link(0, [])) if offset else None,
+        "older": link(next_offset, [*back, offset][-MAX_BACK:]) if next_offset else None,
+    }
 
 
 @blueprint.get("/events/<event_id>")
