@@ -89,8 +89,9 @@ if signature ~= '' then
       redis.call('HINCRBY', first_key, 'duplicates', 1)
     end
     event[8] = ${duplicate}
-    redis.call('HSET', event_key, 'duplicate_of', first, unpack(event))
+    redis.call('HSET', event_key, 'duplicate_of', first, ${indexed_field}, ${duplicate_listing}, unpack(event))
     redis.call('ZADD', ${finished_index}, math.floor(tonumber(ARGV[4]) / 1000), id)
+    redis.call('ZADD', ${duplicates_index}, ARGV[4], id)  -- for the overview's chart; forgotten with it
     redis.call('SET', last_key, seen .. '#' .. first .. '#' .. id, 'EX', ${duplicate_window})
     return {'duplicate', first}
   elseif not fed then

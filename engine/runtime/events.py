@@ -38,6 +38,11 @@ WAITING_QUEUES = "hr:queues"
 FINISHED_EVENTS = "hr:finished"
 #: SPEC §4: Hana's retries come within this window.
 DUPLICATE_WINDOW_SECONDS = 600
+#: The duplicates, scored by receive time (µs): the status index (see indexes.py) of the one status
+#: the accept script decides alone, so the overview charts Hana's retries. The field of an event's
+#: hash naming the indexes it is in (retention's forget.lua takes it out of each) is written with it.
+DUPLICATES_INDEX = "hr:idx:status:duplicate"
+INDEXED_FIELD = "indexed"
 
 
 class EventStatus(StrEnum):
@@ -224,6 +229,9 @@ class EventStore:
                 duplicate=EventStatus.DUPLICATE.value,
                 quarantined=EventStatus.QUARANTINED.value,
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                duplicates_index=DUPLICATES_INDEX,
+                duplicate_listing=json.dumps([DUPLICATES_INDEX]),
+                indexed_field=INDEXED_FIELD,
                 rq_queue=template.queue_key,
                 job_key_prefix=template.job_key_prefix + event_job_id(""),
                 job_id_prefix=event_job_id(""),

@@ -14,6 +14,8 @@ atomically; the receiver never does, so its hot path pays nothing for the consol
                                                           or held), what the list's rule filter wants
     hr:idx:type:<event type>                              events of one type
     hr:idx:status:<done|failed|quarantined>               the status the event ended with
+    hr:idx:status:duplicate                               Hana's retries: written by the accept script
+                                                          (events.DUPLICATES_INDEX), they have no commit
     hr:idx:since                                          Redis time (µs) of the first indexed commit
     hr:idx:swept                                          receive time (µs) up to which the sweep went
 
@@ -39,7 +41,7 @@ from typing import Any
 
 import redis
 
-from engine.runtime import lua
+from engine.runtime import events, lua
 from engine.runtime.events import EVENT_KEY_PREFIX, EVENTS_INDEX, EventStatus, entity_key, event_key, received_us_of
 
 ENTITY_INDEX_PREFIX = "hr:idx:entity:"
@@ -50,8 +52,9 @@ TYPE_INDEX_PREFIX = "hr:idx:type:"
 STATUS_INDEX_PREFIX = "hr:idx:status:"
 INDEXED_SINCE = "hr:idx:since"
 SWEPT = "hr:idx:swept"
-#: The field of an event's hash naming the sorted sets it is in (a JSON list).
-INDEXED_FIELD = "indexed"
+#: The field of an event's hash naming the sorted sets it is in (a JSON list; events.py, whose
+#: accept script indexes the duplicates itself).
+INDEXED_FIELD = events.INDEXED_FIELD
 #: The statuses a commit can give an event: indexed as soon as it is committed.
 COMMITTED_STATUSES = (EventStatus.DONE.value, EventStatus.FAILED.value)
 #: Every status with an index (quarantined ones are indexed by the sweep).

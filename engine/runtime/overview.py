@@ -20,7 +20,7 @@ from rq import Worker
 from engine.hana import iso_from_microseconds
 from engine.rules.ruleset import RuleSet
 from engine.runtime.action_state import DEAD_LETTERS, DUE_ACTIONS, FAILURE_COUNTS, PARKED_APPS, PARKED_PREFIX
-from engine.runtime.events import EVENTS_INDEX
+from engine.runtime.events import DUPLICATES_INDEX, EVENTS_INDEX
 from engine.runtime.indexes import matched_index_key, status_index_key
 from engine.runtime.jobs import MATCH_COUNTS
 from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue_key
@@ -28,6 +28,7 @@ from engine.runtime.retention import memory_of
 
 BUCKET_MS = 10 * 60_000
 BUCKETS = 24 * 6  # 24 h of 10-minute buckets
+#: Statuses charted as the troubled part of the received bar.
 CHARTED_STATUSES = ("failed", "quarantined")
 
 
@@ -35,6 +36,7 @@ CHARTED_STATUSES = ("failed", "quarantined")
 class Overview:
     per_bucket: list[int]  # events received in each of the last 144 ten-minute buckets, oldest first
     per_bucket_by_status: dict[str, list[int]]
+    duplicates_per_bucket: list[int]  # Hana's retries, not among the received (they were not processed)
     first_bucket_ms: int  # the start of the first bucket, Unix ms
     queues: dict[str, int]
     dead_letters: int
@@ -50,12 +52,16 @@ class Overview:
     def received_24h(self) -> int:
         return sum(self.per_bucket)
 
+    @property
+    def duplicates_24h(self) -> int:
+        return sum(self.duplicates_per_bucket)
+
 
 def read_overview(connection: redis.Redis, rule_set: RuleSet, *, now_ms: int | None = None) -> Overview:
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     first = (now_ms // BUCKET_MS - BUCKETS + 1) * BUCKET_MS
     with connection.pipeline(transaction=False) as pipe:
-        for key in (EVENTS_INDEX, *(status_index_key(status) for status in CHARTED_STATUSES)):
+        for key in (EVENTS_INDEX, *(status_index_key(status) for status in CHARTED_STATUSES), DUPLICATES_INDEX):
             for bucket in range(BUCKETS):
                 start_us = (first + bucket * BUCKET_MS) * 1000
                 pipe.zcount(key, start_us, f"({start_us + BUCKET_MS * 1000}")
@@ -79,6 +85,7 @@ def read_overview(connection: redis.Redis, rule_set: RuleSet, *, now_ms: int | N
         per_bucket=counts[:BUCKETS],
         per_bucket_by_status={status: counts[BUCKETS * (i + 1):BUCKETS * (i + 2)]
                               for i, status in enumerate(CHARTED_STATUSES)},
+        duplicates_per_bucket=counts[-BUCKETS:],
         first_bucket_ms=first,
         queues={"events": int(events_queue), "actions": int(actions_queue)},
         dead_letters=int(dead),
@@ -115,19 +122,23 @@ CHART_WIDTH, CHART_HEIGHT = 720, 120
 
 
 def chart_bars(overview: Overview) -> list[dict[str, Any]]:
-    """The chart's bars as SVG rectangles, one per 10 minutes, each with the part that failed or
-    was quarantined: drawn on the server, so the overview needs no chart library and renders
-    without JavaScript."""
+    """The chart's bars as SVG rectangles, one per 10 minutes: what was received, with the part that
+    failed or was quarantined at its foot and Hana's retries (duplicates) stacked on top. Drawn on
+    the server, so the overview needs no chart library and renders without JavaScript."""
     received = overview.per_bucket
     troubled = [sum(parts) for parts in zip(*overview.per_bucket_by_status.values(), strict=True)] or [0] * BUCKETS
-    top = max(received) or 1
+    duplicates = overview.duplicates_per_bucket
+    top = max(r + d for r, d in zip(received, duplicates, strict=True)) or 1
     step = CHART_WIDTH / len(received)
     bars = []
-    for i, (total, bad) in enumerate(zip(received, troubled, strict=True)):
+    for i, (total, bad, again) in enumerate(zip(received, troubled, duplicates, strict=True)):
         height = total / top * CHART_HEIGHT
         bad_height = min(bad, total) / top * CHART_HEIGHT
+        again_height = again / top * CHART_HEIGHT
         bars.append({"x": round(i * step, 2), "width": round(max(step - 1, 1), 2), "y": round(CHART_HEIGHT - height, 2),
                      "height": round(height, 2), "bad_y": round(CHART_HEIGHT - bad_height, 2),
-                     "bad_height": round(bad_height, 2), "count": total, "bad": bad,
+                     "bad_height": round(bad_height, 2), "count": total, "bad": bad, "duplicates": again,
+                     "duplicates_y": round(CHART_HEIGHT - height - again_height, 2),
+                     "duplicates_height": round(again_height, 2),
                      "start_ms": overview.first_bucket_ms + i * BUCKET_MS})  # fmt: skip
     return bars

@@ -261,3 +261,27 @@ def test_a_rule_index_keeps_only_the_latest_events_the_rule_heard(deploy, monkey
     assert ids(rule_events(deployment.client, "youtube", limit=50)) == list(reversed(posted))[:3]
     # What it matched stays whole: the list's rule filter finds every one.
     assert listed(deployment.client, rule="youtube") == list(reversed(posted))[::2]
+
+
+def test_hanas_retries_are_charted_as_duplicates_and_leave_the_chart_with_retention(deploy) -> None:
+    from engine.rules.compiler import compile_texts
+    from engine.runtime.overview import chart_bars, read_overview
+
+    deployment = deploy(RULES)
+    client = deployment.client
+    body = lead("RETRIED", 1)
+    first = deployment.post("lead.created", body)
+    for _ in range(3):  # Hana sends the same body again: each answered as a duplicate of the first
+        answer = requests.post(f"{deployment.url}/hooks/lead.created", params={"token": SHOP_A_TOKEN},
+                               json=body, timeout=10).json()  # fmt: skip
+        assert answer == {**answer, "status": "duplicate", "event_id": first}
+    deployment.run_burst()
+    overview = read_overview(client, compile_texts({}))
+    assert overview.received_24h == 1 and overview.duplicates_24h == 3
+    last = chart_bars(overview)[-1]
+    assert (last["count"], last["duplicates"]) == (1, 3)
+    assert last["duplicates_y"] + last["duplicates_height"] == last["y"]  # stacked on the received part
+
+    let_redis_time_pass(client, 1.2)
+    assert Retention(client, retention=1).trim(max_events=1000) == 4  # the event and its three retries
+    assert read_overview(client, compile_texts({})).duplicates_24h == 0 and index_keys(client) == []
