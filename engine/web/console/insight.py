@@ -37,7 +37,9 @@ def overview() -> Any:
 @blueprint.get("/rules")
 def rules() -> Any:
     rule_set = running_rules()
-    return render_template("rules.html", rows=rule_rows(redis_connection(), rule_set), rule_set=rule_set)
+    return render_template("rules.html", rows=rule_rows(redis_connection(), rule_set), rule_set=rule_set,
+                           read_only=current_app.extensions["hana_rules.settings"].console.read_only,
+                           done=request.args.get("done", "").partition(":"))  # fmt: skip
 
 
 @blueprint.get("/rules/<rule_id>")

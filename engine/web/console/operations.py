@@ -137,23 +137,30 @@ def playground() -> Any:
     and rendered actions, nothing sent (the admin API's simulate)."""
     form = {"event_type": "lead.created", "body": "", "previous": ""}
     if request.method == "GET" and request.args.get("event"):
-        stored = EventStore(redis_connection()).load(request.args["event"])
-        if stored is not None:
-            context = stored.context or {}
-            entity = context.get("event", {}).get("entity")
-            previous = (context.get("previous") or {}).get(entity) if entity else None
-            body = stored.shown_body
-            form = {"event_type": stored.type,
-                    "body": json.dumps(body, ensure_ascii=False, indent=2) if isinstance(body, dict | list) else body,
-                    "previous": json.dumps({entity: previous}, ensure_ascii=False, indent=2) if previous else ""}
+        form = form_from_event(request.args["event"]) or form
     problem, rules = None, None
     if request.method == "POST":
         form = {name: request.form.get(name, "") for name in form}
-        problem, rules = _simulate(form)
+        problem, rules = simulate_form(form, running_rules())
     return render_template("playground.html", form=form, problem=problem, rules=rules, event_types=EVENT_TYPES)
 
 
-def _simulate(form: dict[str, str]) -> tuple[str | None, list[dict[str, Any]] | None]:
+def form_from_event(event_id: str) -> dict[str, str] | None:
+    """The playground's fields filled from a stored event: its type, its body, the state known before it."""
+    stored = EventStore(redis_connection()).load(event_id)
+    if stored is None:
+        return None
+    context = stored.context or {}
+    entity = context.get("event", {}).get("entity")
+    previous = (context.get("previous") or {}).get(entity) if entity else None
+    body = stored.shown_body
+    return {"event_type": stored.type,
+            "body": json.dumps(body, ensure_ascii=False, indent=2) if isinstance(body, dict | list) else body,
+            "previous": json.dumps({entity: previous}, ensure_ascii=False, indent=2) if previous else ""}  # fmt: skip
+
+
+def simulate_form(form: dict[str, str], rule_set: Any) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """(a sentence saying what to fix, None) or (None, each listening rule's verdict, sentences and actions)."""
     event_type = canonical_event_type(form["event_type"])
     if event_type is None:
         return _("Choose the kind of event."), None
@@ -168,7 +175,7 @@ def _simulate(form: dict[str, str]) -> tuple[str | None, list[dict[str, Any]] | 
     if not isinstance(body, dict) or (previous is not None and not isinstance(previous, dict)):
         return _("The body and the previous state must be JSON objects, as Hana sends them."), None
     secrets = secrets_now()
-    evaluation = simulate(running_rules(), event_type, body, previous, secrets=secrets).as_json()
+    evaluation = simulate(rule_set, event_type, body, previous, secrets=secrets).as_json()
     rules = []
     for rule in redact(evaluation["rules"], secrets):
         conditions = rule.get("conditions") or []

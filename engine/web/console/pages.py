@@ -56,7 +56,7 @@ def install(app: Any, settings: Settings) -> None:
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
     app.config["BABEL_DEFAULT_LOCALE"] = "en"
     Babel(app, locale_selector=reader_language)
-    from engine.web.console import insight, operations  # noqa: F401 - their routes join the blueprint
+    from engine.web.console import editor, insight, operations, versions  # noqa: F401 - their routes join the blueprint
 
     app.register_blueprint(blueprint)
 
@@ -117,7 +117,17 @@ def template_helpers() -> dict[str, Any]:
         "type_words": type_words(),
         "logged_in": access.logged_in(),
         "in_words": in_words,
+        "source_words": source_words(),
     }
+
+
+def source_words() -> dict[str, str]:
+    """Where a published version came from (engine.runtime.history.Source), as the history says it."""
+    return {
+        "console": _("the console"), "cli": _("the command line"), "api": _("the admin API"),
+        "file-watch": _("a file change"), "signal": _("a reload signal"), "boot": _("a start"),
+        "rollback": _("a rollback"),
+    }  # fmt: skip
 
 
 def status_words() -> dict[str, str]:
@@ -268,7 +278,8 @@ def event(event_id: str) -> Any:
         "body": stored.shown_body, "context": stored.context, "rules": rules, "actions": actions,
         "matched": stored.document("matched") or [],
     }  # fmt: skip
-    return render_template("event.html", event=redact(story, secrets))
+    return render_template("event.html", event=redact(story, secrets), done=request.args.get("done"),
+                           read_only=_settings().console.read_only)  # fmt: skip
 
 
 def _no_event(event_id: str) -> tuple[str, int]:

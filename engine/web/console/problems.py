@@ -82,6 +82,44 @@ def _known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], .
 _KNOWN = _known()
 
 
+def _rule_known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], ...]:
+    """The rule mistakes the editor underlines most, and their hints (engine/rules/compiler.py, loader.py)."""
+    return tuple((re.compile(pattern, re.DOTALL), words) for pattern, words in (
+        (r"unknown event type (?P<name>'[^']*'); use lead\.created … opportunity\.deleted, ticket\.\*, or "
+         r"wildcards lead\.\*, \*\.created, \*", lambda m: _(
+            "unknown event type %(name)s; use lead.created … opportunity.deleted, ticket.*, or wildcards lead.*, "
+            "*.created, *", **m)),
+        (r"did you mean (?P<name>'[^']*')\?", lambda m: _("did you mean %(name)s?", **m)),
+        (r"unknown key (?P<name>'[^']*') here", lambda m: _("unknown key %(name)s here", **m)),
+        (r"unknown operator or key (?P<name>'[^']*') in a condition", lambda m: _(
+            "unknown operator or key %(name)s in a condition", **m)),
+        (r"not valid YAML: (?P<detail>.*)", lambda m: _("not valid YAML: %(detail)s", **m)),
+        (r"(?P<name>'[^']*') is required here", lambda m: _("%(name)s is required here", **m)),
+        (r"template syntax error: (?P<detail>.*)", lambda m: _("template syntax error: %(detail)s", **m)),
+        (r"duplicate rule id (?P<name>'[^']*') \(first defined at (?P<where>[^)]*)\)", lambda m: _(
+            "duplicate rule id %(name)s (first defined at %(where)s)", **m)),
+        (r"rule ids must be unique across all files", lambda m: _("rule ids must be unique across all files")),
+        (r"(?P<operator>[a-z_]+) expects a list of values", lambda m: _(
+            "%(operator)s expects a list of values", **m)),
+        (r"expected a text or a list, got a (?P<kind>[a-z]+)", lambda m: _(
+            "expected a text or a list, got a %(kind)s", **m)),
+    ))  # fmt: skip
+
+
+_RULE_KNOWN = _rule_known()
+
+
+def rule_problem(text: str) -> str:
+    """A rule mistake or its hint in the reader's language when it is one the editor meets most; else as written."""
+    if not text or str(get_locale() or "en") == "en" or len(text) > LONGEST:
+        return text
+    for pattern, words in _RULE_KNOWN:
+        match = pattern.fullmatch(text)
+        if match:
+            return words(match.groupdict())
+    return text
+
+
 def in_words(text: str | None) -> Problem:
     """`text` as the reader should see it (see the module's docstring)."""
     text = text or ""

@@ -1,0 +1,143 @@
+/* The rule editor: CodeMirror 5 over the page's textarea, errors underlined as you type, completion.
+ *
+ * Without this file the page is a textarea and its buttons post the form: everything works,
+ * checked on submit. With it, each pause in typing posts the draft to the console's validate
+ * endpoint (the same loader, schema and compiler as reload) and underlines each error at its
+ * line and column, with the message and hint on hover; Ctrl-Space (and typing a word) offers
+ * keys, operators, event types, Jinja filters and the attribute names Hana really sent.
+ * Text from Hana (example values) is only ever set as text, never as HTML.
+ */
+(function () {
+  "use strict";
+  var area = document.getElementById("rule-text");
+  if (!area || !window.CodeMirror) { return; }
+  var form = area.form;
+  var csrf = form.querySelector("input[name=csrf_token]").value;
+  var status = document.getElementById("lint-status");
+  var words = null;
+
+  fetch(area.dataset.vocabularyUrl, {credentials: "same-origin"})
+    .then(function (answer) { return answer.ok ? answer.json() : null; })
+    .then(function (found) { words = found; })
+    .catch(function () { words = null; });
+
+  function path() {
+    var name = form.querySelector("input[name=name]");
+    return (name && name.value) || area.dataset.path;
+  }
+
+  function place(cm, found, severity) {
+    var line = Math.max(0, Math.min((found.line || 1) - 1, cm.lineCount() - 1));
+    var text = cm.getLine(line);
+    var ch = Math.max(0, Math.min((found.column || 1) - 1, text.length));
+    var key = /^(-\s+)?[\w-]+:\s*(?=\S)/.exec(text.slice(ch));
+    if (key) { ch += key[0].length; }  // an error named at a key underlines the key's value
+    var end = ch;
+    while (end < text.length && !/[\s,:\]}#]/.test(text.charAt(end))) { end += 1; }
+    if (end === ch) { end = Math.min(text.length, ch + 1); if (end === ch && ch > 0) { ch -= 1; } }
+    var where = found.path ? found.path + ": " : "";
+    var message = (found.rule ? "[" + found.rule + "] " : "") + where + found.message + (found.hint ? "\n→ " + found.hint : "");
+    return {from: CodeMirror.Pos(line, ch), to: CodeMirror.Pos(line, end), message: message, severity: severity};
+  }
+
+  function validate(text, done, options, cm) {
+    fetch(area.dataset.validateUrl, {
+      method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+      body: JSON.stringify({path: path(), text: text})
+    }).then(function (answer) { return answer.json(); }).then(function (answer) {
+      var mine = function (found) { return !found.file || found.file === path(); };
+      var errors = (answer.errors || []).filter(mine);
+      var warnings = (answer.warnings || []).filter(mine);
+      var elsewhere = (answer.errors || []).length - errors.length;
+      done(errors.map(function (found) { return place(cm, found, "error"); })
+        .concat(warnings.map(function (found) { return place(cm, found, "warning"); })));
+      if (status) {
+        status.textContent = answer.summary || "";
+        status.className = "lint-status " + (errors.length || elsewhere ? "bad" : warnings.length ? "warn" : "good");
+      }
+    }).catch(function () { done([]); });
+  }
+
+  var editor = CodeMirror.fromTextArea(area, {
+    mode: "yaml", lineNumbers: true, indentUnit: 2, tabSize: 2, lineWrapping: true,
+    gutters: ["CodeMirror-lint-markers"],
+    extraKeys: {
+      "Ctrl-Space": "autocomplete",
+      Tab: function (cm) { cm.replaceSelection("  "); }
+    },
+    lint: {getAnnotations: validate, async: true, delay: 600}
+  });
+  editor.getWrapperElement().setAttribute("aria-label", area.getAttribute("aria-label") || "YAML");
+  form.addEventListener("submit", function () { editor.save(); });
+
+  /* Completion ------------------------------------------------------------------------------- */
+
+  function item(text, kind, detail, examples) {
+    return {
+      text: text, displayText: text,
+      render: function (element) {
+        var name = document.createElement("span");
+        name.className = "hint-name";
+        name.textContent = text;
+        element.appendChild(name);
+        var about = document.createElement("span");
+        about.className = "hint-kind";
+        about.textContent = " " + kind + (detail ? " · " + detail : "");
+        element.appendChild(about);
+        if (examples && examples.length) {
+          var seen = document.createElement("span");
+          seen.className = "hint-examples";
+          seen.textContent = " " + examples.join(", ");
+          element.appendChild(seen);
+        }
+      }
+    };
+  }
+
+  function candidates(line, before) {
+    if (!words) { return []; }
+    var attributes = (words.attributes || []).map(function (a) {
+      return item(a.name, a.type, a.count + "×", a.examples);
+    });
+    var context = (words.context || []).map(function (name) { return item(name, words.labels.context); });
+    if (/\|\s*[\w]*$/.test(before) && /{{|{%/.test(before)) {
+      return words.filters.map(function (name) { return item(name, words.labels.filter); });
+    }
+    if (/^\s*(-\s+)?on:\s*(\[.*)?[\w.*]*$/.test(before) || /^\s*-\s+[\w.*]*$/.test(before) && /on:\s*$/.test(line.previous)) {
+      return words.events.map(function (name) { return item(name, words.labels.event); });
+    }
+    if (/(field|changed):\s*["']?[\w.]*$/.test(before) || /(lead|opportunity)\.[\w]*$/.test(before) || /{{[^}]*$/.test(before)) {
+      return attributes.concat(context);
+    }
+    if (/^\s*(-\s+)?\{?[\w]*$/.test(before) || /[{,]\s*[\w]*$/.test(before)) {
+      return words.keys.map(function (name) { return item(name, words.labels.key); })
+        .concat(words.operators.map(function (name) { return item(name, words.labels.operator); }))
+        .concat(words.modifiers.map(function (name) { return item(name, words.labels.modifier); }));
+    }
+    return attributes;
+  }
+
+  function hint(cm) {
+    var cursor = cm.getCursor();
+    var text = cm.getLine(cursor.line);
+    var before = text.slice(0, cursor.ch);
+    var start = cursor.ch;
+    while (start > 0 && /[\w.*\-]/.test(text.charAt(start - 1))) { start -= 1; }
+    var typed = text.slice(start, cursor.ch).toLowerCase();
+    var line = {previous: cursor.line > 0 ? cm.getLine(cursor.line - 1) : ""};
+    var list = candidates(line, before).filter(function (entry) {
+      var name = entry.text.toLowerCase();
+      return !typed || (name.indexOf(typed) === 0 || name.indexOf(typed) > -1 && typed.length > 2) && name !== typed;
+    });
+    return {list: list.slice(0, 60), from: CodeMirror.Pos(cursor.line, start), to: CodeMirror.Pos(cursor.line, cursor.ch)};
+  }
+
+  editor.setOption("hintOptions", {hint: hint, completeSingle: false});
+  editor.on("inputRead", function (cm, change) {
+    if (change.origin !== "+input" || cm.state.completionActive) { return; }
+    if (/[\w.]/.test(change.text[change.text.length - 1].slice(-1))) {
+      cm.showHint({hint: hint, completeSingle: false});
+    }
+  });
+}());

@@ -1,0 +1,182 @@
+"""The rule editor in a real browser (SPEC §10 page 7), against a real `serve`: errors underlined as
+you type, completion from what Hana sent, try, dry run, diff, save, a concurrent edit, history and
+rollback, a path outside the rules folder. What the user does is typed; what they see is asserted,
+and the files on disk and the admin API are checked behind the page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.browser.conftest import admin_token, console_url, event_done, log_in, serve_configured, shoot
+from tests.e2e.test_serve import Served
+from tests.helpers import sample_bytes, wait_for
+
+TEAM_RULES = """# Rules of the sales team. Keep this comment: the editor must not reformat anything.
+rules:
+  - id: vip-note
+    name: Note VIP customers
+    on: lead.updated
+    when:
+      - field: lead.cf_string_hang
+        equals: VIP   # Hana's enum value
+    then:
+      - log: "VIP {{ lead.id }}"
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    config = "data_dir: var\nrules_dir: rules\nworkers: 1\nweb_workers: 1\n"
+    with serve_configured(tmp_path_factory.mktemp("editor"), config, {"team.yaml": TEAM_RULES}) as running:
+        yield running
+
+
+def rules_file(served: Served, name: str) -> Path:
+    return served.folder / "rules" / name
+
+
+def admin(served: Served, path: str) -> dict:
+    base = console_url(served).removesuffix("/console/")
+    answer = requests.get(base + path, headers={"Authorization": f"Bearer {admin_token(served)}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def post_sample(served: Served, **lead: object) -> str:
+    body = json.loads(sample_bytes())
+    body["lead"].update(lead)
+    answer = requests.post(served.url_for("lead.created"), json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["event_id"]
+
+
+def type_in_editor(page, text: str) -> None:  # noqa: ANN001
+    """Replace the editor's text as a user would: select all, then type (inserted as typed, no auto-indent)."""
+    page.locator(".CodeMirror").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(text)
+
+
+def open_file(page, served: Served, name: str) -> None:  # noqa: ANN001
+    page.goto(console_url(served) + f"editor/file/{name}")
+    page.locator(".CodeMirror").wait_for()
+
+
+def test_a_typo_is_underlined_at_its_line_with_did_you_mean(page, served: Served) -> None:
+    log_in(page, served, "editor/file/team.yaml")
+    page.locator(".CodeMirror").wait_for()
+    type_in_editor(page, TEAM_RULES.replace("on: lead.updated", "on: lead.creatd"))
+    mark = page.locator(".CodeMirror-lint-mark-error")
+    mark.first.wait_for()
+    line = page.locator(".CodeMirror-code > div").nth(4)  # `on:` is the file's fifth line
+    assert line.locator(".CodeMirror-lint-mark-error").inner_text() == "lead.creatd"
+    assert page.locator("#lint-status").inner_text() == "1 error"
+    line.locator(".CodeMirror-lint-mark-error").hover()
+    tooltip = page.locator(".CodeMirror-lint-tooltip")
+    tooltip.wait_for()
+    assert "unknown event type 'lead.creatd'" in tooltip.inner_text()
+    assert "did you mean 'lead.created'?" in tooltip.inner_text()
+    shoot(page, "editor-typo-en")
+
+
+def test_completion_offers_an_attribute_hana_sent_and_the_draft_is_tried_on_that_event(page, served: Served) -> None:
+    event_id = post_sample(served, id="lead-editor", cf_string_nganh_hang="Mỹ phẩm")
+    log_in(page, served)
+    event_done(page, served, event_id)
+    open_file(page, served, "team.yaml")
+    page.locator(".CodeMirror").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.insert_text("  - id: cosmetics\n    on: lead.created\n    when:\n      - field: lead.cf_string_ng")
+    page.keyboard.press("Control+Space")
+    hints = page.locator(".CodeMirror-hints li")
+    hints.first.wait_for()
+    offered = hints.all_inner_texts()
+    assert any("lead.cf_string_nganh_hang" in hint and "Mỹ phẩm" in hint for hint in offered), offered
+    shoot(page, "editor-completion-en")
+    page.keyboard.press("Enter")
+    page.keyboard.insert_text("\n        equals: Mỹ phẩm\n    then:\n      - log: cosmetics\n")
+    wait_for(lambda: page.locator("#lint-status").inner_text().startswith("No error"), what="the draft to check clean")
+
+    page.get_by_label("A recent event").select_option(event_id)
+    page.get_by_role("button", name="Try the draft").click()
+    card = page.locator("section.rule-card.matched", has_text="cosmetics")
+    assert "lead.cf_string_nganh_hang equals “Mỹ phẩm”" in card.inner_text()
+    shoot(page, "editor-try-en")
+
+
+def test_dry_run_diff_save_history_and_rollback(page, served: Served) -> None:
+    post_sample(served, id="lead-dry-1", cf_string_hang="VIP")
+    event_id = post_sample(served, id="lead-dry-2", cf_string_hang="VIP")
+    log_in(page, served)
+    event_done(page, served, event_id)
+    before = admin(served, "/admin/rules")["version"]
+    typed = TEAM_RULES.replace("on: lead.updated", "on: [lead.created, lead.updated]")
+    typed = typed.replace("# Hana's enum value", "# Hana's enum value; now on new leads too")
+    open_file(page, served, "team.yaml")
+    type_in_editor(page, typed)
+
+    page.get_by_role("button", name="Compare with the running version").click()
+    added = page.locator("pre.diff .ins").all_inner_texts()
+    assert "+    on: [lead.created, lead.updated]" in added
+    assert "-    on: lead.updated" in page.locator("pre.diff .del").all_inner_texts()
+    shoot(page, "editor-diff-en")
+
+    page.get_by_role("button", name="Start the dry run").click()
+    row = page.locator("table.dry-run tbody tr", has_text="vip-note").first
+    wait_for(lambda: page.locator("p.done").count() == 1, timeout=60, what="the dry run to finish")
+    assert "2 of" in row.inner_text()  # the two VIP leads it would now match
+    changed = page.locator("ul.changed-events li")
+    assert changed.count() == 2 and "would now match" in changed.first.inner_text()
+    assert event_id in changed.first.locator("a").get_attribute("href") + changed.nth(1).locator("a").get_attribute(
+        "href"
+    )
+    shoot(page, "editor-dry-run-en")
+
+    page.get_by_role("link", name="team.yaml").click()  # back to the file, as it is on disk
+    page.locator(".CodeMirror").wait_for()
+    type_in_editor(page, typed)
+    page.get_by_label("What changed, for the history (optional)").fill("VIP note on new leads too")
+    page.get_by_role("button", name="Save and publish").click()
+    assert page.get_by_role("status").inner_text().startswith("Saved and published")
+    assert rules_file(served, "team.yaml").read_bytes() == typed.encode()
+    after = admin(served, "/admin/rules")["version"]
+    assert after != before
+    page.get_by_role("link", name="See the history").click()
+    newest = page.locator("table.history tbody tr").first
+    assert "VIP note on new leads too" in newest.inner_text() and after[:12] in newest.inner_text()
+    shoot(page, "history-en")
+
+    page.locator("table.history tbody tr", has_text=before[:12]).first.get_by_role("link").first.click()
+    page.get_by_role("link", name="Go back to this version…").click()
+    page.get_by_role("button", name="Yes, go back to this version").click()
+    assert page.get_by_role("status").inner_text().startswith("Rolled back")
+    assert rules_file(served, "team.yaml").read_text() == TEAM_RULES
+    assert admin(served, "/admin/rules")["version"] == before
+
+
+def test_a_file_changed_on_disk_since_it_was_opened_is_not_overwritten(page, served: Served) -> None:
+    log_in(page, served)
+    open_file(page, served, "team.yaml")
+    elsewhere = TEAM_RULES.replace("Note VIP customers", "Changed by someone else")
+    rules_file(served, "team.yaml").write_text(elsewhere)
+    type_in_editor(page, TEAM_RULES.replace("Note VIP customers", "My change"))
+    page.get_by_role("button", name="Save and publish").click()
+    conflict = page.locator("section.conflict")
+    assert "changed on disk since you opened it" in conflict.inner_text()
+    assert "Changed by someone else" in conflict.locator("pre").first.inner_text()
+    assert rules_file(served, "team.yaml").read_text() == elsewhere
+    shoot(page, "editor-conflict-en")
+    rules_file(served, "team.yaml").write_text(TEAM_RULES)
+
+
+def test_a_path_outside_the_rules_folder_is_refused(page, served: Served) -> None:
+    log_in(page, served, "editor/new?name=../escaped.yaml")
+    page.get_by_role("button", name="Save and publish").click()
+    assert "climbs out" in page.locator("[role=alert]").inner_text()
+    assert not (served.folder / "escaped.yaml").exists()
