@@ -180,3 +180,50 @@ def test_a_path_outside_the_rules_folder_is_refused(page, served: Served) -> Non
     page.get_by_role("button", name="Save and publish").click()
     assert "climbs out" in page.locator("[role=alert]").inner_text()
     assert not (served.folder / "escaped.yaml").exists()
+
+
+def test_a_rule_is_disabled_from_the_rules_list_in_place_and_an_event_becomes_a_test(page, served: Served) -> None:
+    log_in(page, served, "rules")
+    page.get_by_role("button", name="Disable vip-note").click()
+    assert "vip-note is disabled now" in page.get_by_role("status").inner_text()
+    disabled = rules_file(served, "team.yaml").read_text()
+    assert disabled == TEAM_RULES.replace("  - id: vip-note\n", "  - id: vip-note\n    enabled: false\n")
+    page.get_by_role("button", name="Enable vip-note").click()
+    assert rules_file(served, "team.yaml").read_text() == TEAM_RULES.replace(
+        "  - id: vip-note\n", "  - id: vip-note\n    enabled: true\n"
+    )
+
+    event_id = post_sample(served, id="lead-test", cf_string_hang="VIP")
+    event_done(page, served, event_id)
+    page.get_by_label("Keep this event as a test in the file of rule").select_option("normalize-phone-to-e164")
+    page.get_by_role("button", name="Add this event as a test").click()
+    assert page.get_by_role("status").inner_text().startswith("Added as a test")
+    leads = rules_file(served, "leads.yaml").read_text()
+    assert f"name: event {event_id}" in leads and "- normalize-phone-to-e164" in leads
+    open_file(page, served, "leads.yaml")
+    page.get_by_role("button", name="Run this file's tests").click()
+    added = page.locator("ul.tests li", has_text=event_id)
+    assert added.locator(".mark").inner_text() == "✓"
+    assert page.locator("ul.tests li.fail").count() == 0
+    shoot(page, "editor-tests-en")
+
+
+def test_a_rule_from_a_starter_is_saved_as_shown_and_a_second_one_gets_its_own_ids(page, served: Served) -> None:
+    from engine.rules.starters import starter
+
+    log_in(page, served, "editor")
+    page.get_by_role("link", name="Tag a lead that comes from Facebook").click()
+    assert page.get_by_label("File name, inside the rules folder").input_value() == "tag-facebook-lead.yaml"
+    wait_for(lambda: page.locator("#lint-status").inner_text().startswith("No error"), what="the starter to check clean")
+    page.get_by_label("What changed, for the history (optional)").fill("tag Facebook leads")
+    page.get_by_role("button", name="Save and publish").click()
+    assert page.get_by_role("status").inner_text().startswith("Saved and published")
+    assert rules_file(served, "tag-facebook-lead.yaml").read_text() == starter("tag-facebook-lead").text
+
+    page.goto(console_url(served) + "editor")
+    page.get_by_role("link", name="Tag a lead that comes from Facebook").click()
+    assert page.get_by_label("File name, inside the rules folder").input_value() == "tag-facebook-lead-2.yaml"
+    wait_for(lambda: page.locator("#lint-status").inner_text().startswith("No error"), what="the copy to check clean")
+    page.get_by_role("button", name="Run this file's tests").click()
+    assert page.locator("ul.tests li.pass").count() >= 1 and page.locator("ul.tests li.fail").count() == 0
+    shoot(page, "editor-starter-en")

@@ -11,6 +11,7 @@ does, recorded in the history), dry_runs.py replays history on a worker.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
@@ -31,6 +32,8 @@ from engine.web.console.pages import _settings, blueprint, redis_connection, ref
 from engine.web.console.problems import rule_problem
 
 RECENT_EVENTS_OFFERED = 20
+#: A rule's `id:` line in a starter: made unique against the running set when the starter is opened.
+STARTER_ID = re.compile(r"^(\s*-\s+id:\s*)([\w.-]+)", re.MULTILINE)
 DRY_RUN_SIZES = (100, 1000, 5000, 10_000)
 
 
@@ -63,9 +66,24 @@ def editor_home() -> Any:
 def editor_new() -> Any:
     """A new file, from a starter or empty; its name is typed on the page."""
     chosen = starter(request.args.get("starter", ""))
-    name = request.args.get("name") or (f"{chosen.name}.yaml" if chosen else "new-rules.yaml")
+    taken = {path.name for path in _settings().rules_dir.glob("*.y*ml")}
+    name = request.args.get("name") or _unused(f"{chosen.name if chosen else 'new-rules'}.yaml", taken)
     text = chosen.text if chosen else "rules:\n  - id: my-rule\n    on: lead.created\n    when:\n      - field: \n"
+    ids = {rule.id for rule in running_rules().rules}
+    for taken_id in {m.group(2) for m in STARTER_ID.finditer(text)} & ids:  # its tests name it too: every mention
+        text = re.sub(rf"(?<![\w.-]){re.escape(taken_id)}(?![\w.-])", _unused(taken_id, ids), text)
     return _page(name, text, expected=None)
+
+
+def _unused(wanted: str, taken: set[str]) -> str:
+    """`wanted`, or `wanted-2`, `wanted-3`… (before a file's suffix): a starter opened twice still compiles."""
+    stem, dot, suffix = wanted.rpartition(".") if wanted.endswith((".yaml", ".yml")) else (wanted, "", "")
+    number = 1
+    found = wanted
+    while found in taken:
+        number += 1
+        found = f"{stem}-{number}{dot}{suffix}"
+    return found
 
 
 @blueprint.get("/editor/file/<path:name>")
