@@ -77,12 +77,24 @@ def test_a_typo_is_underlined_at_its_line_with_did_you_mean(page, served: Served
     line = page.locator(".CodeMirror-code > div").nth(4)  # `on:` is the file's fifth line
     assert line.locator(".CodeMirror-lint-mark-error").inner_text() == "lead.creatd"
     assert page.locator("#lint-status").inner_text() == "1 error"
+    listed = page.locator("#lint-list li").inner_text()  # in words too: a phone has no hover
+    assert listed.startswith("team.yaml:5:") and "[vip-note]" in listed and "did you mean 'lead.created'?" in listed
     line.locator(".CodeMirror-lint-mark-error").hover()
     tooltip = page.locator(".CodeMirror-lint-tooltip")
     tooltip.wait_for()
     assert "unknown event type 'lead.creatd'" in tooltip.inner_text()
     assert "did you mean 'lead.created'?" in tooltip.inner_text()
     shoot(page, "editor-typo-en")
+
+    page.get_by_role("button", name="Tiếng Việt").click()  # the same mistake, in the reader's language
+    page.locator(".CodeMirror").wait_for()
+    type_in_editor(page, TEAM_RULES.replace("on: lead.updated", "on: lead.creatd"))
+    mark = page.locator(".CodeMirror-code > div").nth(4).locator(".CodeMirror-lint-mark-error")
+    mark.wait_for()
+    assert page.locator("#lint-status").inner_text() == "1 lỗi"
+    mark.hover()
+    assert "có phải ý bạn là 'lead.created'?" in page.locator(".CodeMirror-lint-tooltip").inner_text()
+    shoot(page, "editor-typo-vi")
 
 
 def test_completion_offers_an_attribute_hana_sent_and_the_draft_is_tried_on_that_event(page, served: Served) -> None:

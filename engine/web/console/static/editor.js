@@ -40,6 +40,22 @@
     return {from: CodeMirror.Pos(line, ch), to: CodeMirror.Pos(line, end), message: message, severity: severity};
   }
 
+  /* Each mistake also in words under the editor: a phone has no hover, a screen reader no underline. */
+  var list = document.getElementById("lint-list");
+  function listed(found) {
+    if (!list) { return; }
+    list.textContent = "";
+    found.slice(0, 20).forEach(function (entry) {
+      var line = document.createElement("li");
+      var where = document.createElement("code");
+      where.textContent = (entry.file || path()) + ":" + entry.line + ":" + entry.column;
+      line.appendChild(where);
+      line.appendChild(document.createTextNode(" " + (entry.rule ? "[" + entry.rule + "] " : "") + entry.message +
+        (entry.hint ? " → " + entry.hint : "")));
+      list.appendChild(line);
+    });
+  }
+
   function validate(text, done, options, cm) {
     fetch(area.dataset.validateUrl, {
       method: "POST", credentials: "same-origin",
@@ -55,6 +71,7 @@
       if (status) {
         status.textContent = answer.summary || "";
         status.className = "lint-status " + (errors.length || elsewhere ? "bad" : warnings.length ? "warn" : "good");
+        listed(errors.concat(warnings).concat((answer.errors || []).filter(function (f) { return !mine(f); })));
       }
     }).catch(function () { done([]); });
   }
