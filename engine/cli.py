@@ -220,8 +220,9 @@ def _admin(settings: Settings, url: str | None) -> tuple[str, dict[str, str]]:
     "--dry-run", is_flag=True, help="Replay recent events through the running and the edited rules; change nothing."
 )
 @click.option("--events", "event_count", type=int, default=1000, show_default=True, help="With --dry-run: how many.")
+@click.option("--message", "-m", default="", help="Why, as the history will show it.")
 @with_settings
-def reload(settings: Settings, url: str | None, dry_run: bool, event_count: int) -> None:
+def reload(settings: Settings, url: str | None, dry_run: bool, event_count: int, message: str) -> None:
     """Validate the rule files and make them live on every web process and worker."""
     import requests
 
@@ -229,8 +230,8 @@ def reload(settings: Settings, url: str | None, dry_run: bool, event_count: int)
     if dry_run:
         click.echo(f"replaying up to {event_count} recent events through both rule sets…", err=True)
     try:
-        answer = requests.post(f"{base}/admin/reload", json={"dry_run": dry_run, "events": event_count},
-                               headers=headers, timeout=300)  # fmt: skip
+        request = {"dry_run": dry_run, "events": event_count, "source": "cli", "message": message}
+        answer = requests.post(f"{base}/admin/reload", json=request, headers=headers, timeout=300)
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {base}: {exc}") from None
     body = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
@@ -397,6 +398,50 @@ def failed_purge(settings: Settings, ids: tuple[str, ...], url: str | None) -> N
     for identifier in targets:
         _admin_call(settings, url, "DELETE", f"/admin/failed/{identifier}")
     click.echo(f"{len(targets)} dead letter(s) purged")
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@_URL
+@_JSON
+@with_settings
+def history(settings: Settings, limit: int, url: str | None, as_json: bool) -> None:
+    """Published rule-set versions, newest first: when, from where, why, and the files each changed."""
+    body = _admin_call(settings, url, "GET", "/admin/history", params={"limit": limit})
+    if as_json:
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{'VERSION':<13} {'PUBLISHED':<25} {'SOURCE':<10} {'MESSAGE':<40} FILES CHANGED")
+    for entry in body["versions"]:
+        running = "*" if entry["version"] == body.get("running") else " "
+        files = ", ".join(f"{c['file']} +{c['added']} -{c['removed']}" for c in entry["changes"]) or "-"
+        click.echo(f"{entry['version']:<12}{running} {entry['published_at']:<25} {entry['source']:<10} "
+                   f"{(entry['message'] or '-')[:40]:<40} {files}")  # fmt: skip
+
+
+@main.command()
+@click.argument("version")
+@click.option("--message", "-m", default="", help="Why, as the history will show it.")
+@_URL
+@with_settings
+def rollback(settings: Settings, version: str, message: str, url: str | None) -> None:
+    """Make VERSION (see `hana-rules history`) the rule files and the running set again, on every machine."""
+    import requests
+
+    base, headers = _admin(settings, url)
+    try:
+        answer = requests.post(f"{base}/admin/rollback", headers=headers, timeout=300,
+                               json={"version": version, "message": message, "source": "cli"})  # fmt: skip
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+    body = answer.json() if answer.headers.get("Content-Type", "").startswith("application/json") else {}
+    for entry in body.get("errors", []):
+        click.echo(entry["text"], err=True)
+    if answer.status_code != 200:
+        raise click.ClickException(body.get("error", f"the server answered {answer.status_code}"))
+    changed = f"{len(body['written'])} file(s) written, {len(body['removed'])} removed"
+    click.echo(f"rolled back to {body['rolled_back_to']}: rules version {body['version']} is live "
+               f"({body['rules']} rules; {changed})")  # fmt: skip
 
 
 def _read_json(handle: Any, what: str) -> Any:

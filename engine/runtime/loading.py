@@ -32,18 +32,15 @@ from engine.rules.compiler import compile_files
 from engine.rules.errors import RuleError, RuleSetError
 from engine.rules.loader import load_texts, read_texts
 from engine.rules.ruleset import RuleSet
+from engine.runtime import history
+from engine.runtime.file_lock import rules_lock
+from engine.runtime.history import Source
 from engine.runtime.metrics import RELOADS
 
 log = logging.getLogger(__name__)
 
 PUBLISHED_RULES = "hr:rules"  # hash: version, files (JSON {name: text}), published_at
 LAST_GOOD_FILE = "rules.last-good.json"
-#: Publish only when no set is published: one script, so two machines starting together agree.
-_PUBLISH_IF_NONE = """
-if redis.call('HEXISTS', KEYS[1], 'files') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'files', ARGV[2], 'published_at', ARGV[3])
-return 1
-"""
 
 
 def compile_rules(texts: dict[str, str], settings: Settings, *, read_errors: list[RuleError] | None = None) -> RuleSet:
@@ -97,32 +94,31 @@ class RuleRegistry:
             return cls(connection, settings, _last_good(settings) or _from_files(texts, read_errors, settings))
         registry = cls(connection, settings, _from_files(texts, read_errors, settings))
         if publish_if_none and registry.rule_set.rules and not read_errors:
-            registry.publish(texts, registry.rule_set, only_if_none=True)
+            registry.publish(texts, registry.rule_set, only_if_none=True, source=Source.BOOT)
         return registry
 
-    def publish_from_disk(self) -> RuleSet:
-        """Validate the files on disk and make them the running set everywhere (RuleSetError: nothing changes)."""
-        texts, errors = read_texts(self.settings.rules_dir)
-        try:
-            rule_set = compile_rules(texts, self.settings, read_errors=errors)
-        except RuleSetError:
-            RELOADS.labels("refused").inc()
-            raise
-        self.publish(texts, rule_set)
+    def publish_from_disk(self, *, source: Source = Source.API, message: str = "") -> RuleSet:
+        """Validate the files on disk and make them the running set everywhere (RuleSetError: nothing changes).
+
+        Under this machine's rules lock, so a save or rollback in between cannot be overtaken."""
+        with rules_lock(self.settings.data_dir):
+            texts, errors = read_texts(self.settings.rules_dir)
+            try:
+                rule_set = compile_rules(texts, self.settings, read_errors=errors)
+            except RuleSetError:
+                RELOADS.labels("refused").inc()
+                raise
+            self.publish(texts, rule_set, source=source, message=message)
         return rule_set
 
-    def publish(self, texts: dict[str, str], rule_set: RuleSet, *, only_if_none: bool = False) -> bool:
-        """Make `rule_set` (compiled from `texts`) the running set everywhere; False when `only_if_none`
-        and another process published first (its set then runs here too, from the next event on)."""
-        files = json.dumps(texts, ensure_ascii=False)
-        if only_if_none:
-            published = bool(self.connection.eval(_PUBLISH_IF_NONE, 1, PUBLISHED_RULES, rule_set.version, files,
-                                                  now_iso()))  # fmt: skip
-        else:
-            self.connection.hset(PUBLISHED_RULES, mapping={
-                "version": rule_set.version, "files": files, "published_at": now_iso(),
-            })  # fmt: skip
-            published = True
+    def publish(self, texts: dict[str, str], rule_set: RuleSet, *, only_if_none: bool = False,
+                source: Source = Source.API, message: str = "") -> bool:  # fmt: skip
+        """Make `rule_set` (compiled from `texts`) the running set everywhere and a version in the history
+        (`source`, `message`); False when `only_if_none` and another process published first (its set then
+        runs here too, from the next event on)."""
+        published = history.publish(self.connection, PUBLISHED_RULES, texts, rule_set.version, published_at=now_iso(),
+                                    source=source, message=message, rules_dir=self.settings.rules_dir,
+                                    only_if_none=only_if_none)  # fmt: skip
         if published:
             RELOADS.labels("published").inc()
             self.rule_set = rule_set

@@ -31,6 +31,8 @@ from engine.rules.errors import RuleSetError
 from engine.rules.loader import rule_files
 from engine.runtime.connection import describe, worker_client
 from engine.runtime.embedded import EmbeddedRedis, _die_with_parent
+from engine.runtime.file_lock import RulesBusy
+from engine.runtime.history import Source
 from engine.runtime.loading import RuleRegistry
 from engine.runtime.ports import ensure_port_free
 
@@ -109,7 +111,7 @@ class Supervisor:
                 target = env["REDIS_URL"] = self.redis.url
             redis_url = describe(target)
             self.rules = RuleRegistry.boot(worker_client(target), self.settings)
-            self.reload("rules at start")  # the files on disk when valid; else the running set stays, and why
+            self.reload("rules at start", Source.BOOT)  # the files on disk when valid; else the running set stays
             if self.settings.config_file:
                 env["HANA_RULES_CONFIG"] = str(self.settings.config_file)
             web = Child("web", self._command("web", "--host", self.host, "--port", str(self.port)))
@@ -167,17 +169,20 @@ class Supervisor:
     def _redis_description(self) -> str:
         return f"embedded, data in {self.redis.directory}" if self.redis else "external"
 
-    def reload(self, why: str) -> None:
-        """Publish the files on disk; a set with any error leaves the running one in place."""
+    def reload(self, why: str, source: Source) -> None:
+        """Publish the files on disk (a version from `source`, `why` as its message); a set with any error
+        leaves the running one in place."""
         assert self.rules is not None
         try:
-            rule_set = self.rules.publish_from_disk()
+            rule_set = self.rules.publish_from_disk(source=source, message=why)
             self.out(f"{why}: rules version {rule_set.version} is live ({len(rule_set.rules)} rules)")
         except RuleSetError as exc:
             running = self.rules.rule_set
             stays = (f"version {running.version} ({len(running.rules)} rules) keeps running" if running.rules
                      else "NO rules run (events are received and kept) until the files are fixed")  # fmt: skip
             self.out(f"{why}: the files in {self.settings.rules_dir} were NOT published; {stays}:\n{exc}")
+        except RulesBusy as exc:  # a save or rollback held the rules too long: the next change tries again
+            self.out(f"{why}: the files were NOT published: {exc}")
 
     def _watch(self, env: dict[str, str]) -> int:
         watched = _snapshot(self.settings.rules_dir) if self.watch else None
@@ -185,7 +190,7 @@ class Supervisor:
         while not self.stopping.wait(0.5):
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
-                self.reload("SIGHUP")
+                self.reload("SIGHUP", Source.SIGNAL)
             if watched is not None:
                 now = _snapshot(self.settings.rules_dir)
                 if now != watched:
@@ -194,7 +199,7 @@ class Supervisor:
                     changed_at is not None and time.monotonic() - changed_at >= 1.0
                 ):  # debounced: editors save in bursts
                     changed_at = None
-                    self.reload("rules changed on disk")
+                    self.reload("rules changed on disk", Source.FILE_WATCH)
             for child in self.children:
                 if child.running:
                     continue

@@ -18,14 +18,18 @@ from engine.rules.testing import simulate
 from engine.runtime.action_state import ActionStore, DamagedRecord
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStore, StoredEvent
+from engine.runtime.file_lock import RulesBusy
 from engine.runtime.intake import ReplayRefused
 from engine.runtime.loading import RuleRegistry, load_rules
 from engine.runtime.overview import rule_rows
 from engine.runtime.views import EventFilter, list_events
 from engine.sentences import LANGUAGES, describe, language_of
+from engine.web.admin_rules import blueprint as rule_files_blueprint
+from engine.web.admin_rules import published_by, refusal
 from engine.web.errors import error
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+blueprint.register_blueprint(rule_files_blueprint)  # rule files, history, rollback: behind the same token
 MAX_LIMIT = 1000
 
 
@@ -78,10 +82,16 @@ def reload() -> tuple[Response, int]:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10 * DEFAULT_EVENTS:
         return error(400, f"events must be a whole number from 1 to {10 * DEFAULT_EVENTS}")
     try:
+        source, message = published_by(body)  # recorded in the history (the CLI says `cli`)
+    except ValueError as exc:
+        return error(400, str(exc))
+    try:
         if body.get("dry_run"):
             candidate = load_rules(_settings())
             return jsonify(dry_run(_rules().current(), candidate, _events(), limit=limit)), 200
-        rule_set = _rules().publish_from_disk()
+        rule_set = _rules().publish_from_disk(source=source, message=message)
+    except RulesBusy as exc:
+        return refusal(exc)
     except RuleSetError as exc:
         return jsonify({"error": f"{len(exc.errors)} error(s); the running rule set stays",
                         "errors": [e.as_json() for e in exc.errors]}), 422  # fmt: skip

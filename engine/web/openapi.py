@@ -20,7 +20,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "Bad request", 401: "Missing or wrong token", 404: "Not found", 409: "Conflict",
+        400: "Bad request", 401: "Missing or wrong token", 403: "Refused: console.read_only is on", 404: "Not found",
+        409: "Conflict",
         413: "Body over 1 MiB", 422: "The rules have errors; the running set stays", 503: "Unavailable",
     }  # fmt: skip
     return {str(code): _json(_ERROR, text[code]) for code in codes}
@@ -29,6 +30,50 @@ def _errors(*codes: int) -> dict[str, Any]:
 _ADMIN = {"security": [{"admin": []}]}
 _EVENT_ID = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _ACTION_ID = {"name": "action_id", "in": "path", "required": True, "schema": {"type": "string"}}
+#: The rule files, their save and the history (SPEC §10 page 7).
+_RULE_FILES = {
+    "type": "object",
+    "required": ["files", "read_only"],
+    "properties": {"files": {"type": "array", "items": {"type": "object", "required": ["name", "file", "sha256"]}}},
+}  # fmt: skip
+_FILE_NAME = {
+    "name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+    "description": "The path inside rules_dir, such as vip.yaml or team/sales.yaml",
+}  # fmt: skip
+_SAVE = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {
+        "text": {"type": "string"},
+        "expected": {"type": "string", "nullable": True, "description": "The text or sha256 opened; null: new"},
+        "message": {"type": "string", "maxLength": 500},
+    },
+}  # fmt: skip
+_CONFLICT = {
+    "type": "object",
+    "required": ["error", "disk", "submitted"],
+    "properties": {"error": {"type": "string"}, "disk": {"type": "string", "nullable": True},
+                   "submitted": {"type": "string"}},
+}  # fmt: skip
+_VERSION = {
+    "type": "object",
+    "required": ["version", "published_at", "source", "message", "previous", "changes"],
+    "properties": {
+        "source": {"enum": ["console", "cli", "api", "file-watch", "signal", "boot", "rollback"]},
+        "changes": {"type": "array", "items": {"type": "object", "required": ["file", "change", "added", "removed"]}},
+    },
+}  # fmt: skip
+_HISTORY = {
+    "type": "object",
+    "required": ["running", "versions"],
+    "properties": {"versions": {"type": "array", "items": _VERSION}},
+}  # fmt: skip
+_ROLLBACK = {
+    "type": "object",
+    "required": ["version"],
+    "properties": {"version": {"type": "string"}, "message": {"type": "string", "maxLength": 500},
+                   "source": {"enum": ["api", "cli"]}},
+}  # fmt: skip
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -135,6 +180,8 @@ DOCUMENT: dict[str, Any] = {
                                 "properties": {
                                     "dry_run": {"type": "boolean"},
                                     "events": {"type": "integer", "minimum": 1, "maximum": 10000},
+                                    "source": {"enum": ["api", "cli"]},
+                                    "message": {"type": "string", "maxLength": 500},
                                 },
                             }
                         }
@@ -142,7 +189,7 @@ DOCUMENT: dict[str, Any] = {
                 },
                 "responses": {
                     "200": _json({"type": "object"}, "Live, or the dry run's report"),
-                    **_errors(400, 401, 422),
+                    **_errors(400, 401, 422, 503),
                 },
             }
         },  # fmt: skip
@@ -238,6 +285,61 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "Forget a dead letter",
                 "parameters": [_ACTION_ID],
                 "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(401, 404)},
+            }
+        },  # fmt: skip
+        "/admin/rules/files": {
+            "get": {
+                **_ADMIN,
+                "summary": "Every rule file with its exact text and sha256, for the editor to open",
+                "responses": {"200": _json(_RULE_FILES, "The rule files"), **_errors(401)},
+            }
+        },  # fmt: skip
+        "/admin/rules/files/{name}": {
+            "put": {
+                **_ADMIN,
+                "summary": "Save one rule file exactly as typed, if unchanged on disk since opened; then publish",
+                "parameters": [_FILE_NAME],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _SAVE}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["version", "rules", "name", "sha256"]}, "Live"),
+                    "409": _json(_CONFLICT, "The file changed on disk since it was opened: both versions"),
+                    **_errors(400, 401, 403, 404, 413, 422, 503),  # 404: a name the router cannot take (a newline)
+                },
+            }
+        },  # fmt: skip
+        "/admin/history": {
+            "get": {
+                **_ADMIN,
+                "summary": "Published rule-set versions, newest first, with the files each changed",
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+                ],
+                "responses": {
+                    "200": _json(_HISTORY, "History"),
+                    **_errors(400, 401),
+                },
+            }
+        },  # fmt: skip
+        "/admin/history/{version}": {
+            "get": {
+                **_ADMIN,
+                "summary": "One version: its files' text and its diff against the version before it",
+                "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json({**_VERSION, "required": [*_VERSION["required"], "files"]}, "The version"),
+                    **_errors(401, 404),
+                },
+            }
+        },  # fmt: skip
+        "/admin/rollback": {
+            "post": {
+                **_ADMIN,
+                "summary": "Write a version's files back, validate and publish them; recorded as a rollback",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ROLLBACK}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["version", "rolled_back_to"]}, "Rolled back"),
+                    **_errors(400, 401, 403, 404, 422, 503),
+                },
             }
         },  # fmt: skip
     },

@@ -3,6 +3,7 @@ against a live server and checks every answer's status, content type and shape."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -49,7 +50,10 @@ def test_every_answer_matches_the_openapi_document(api_server: tuple[str, Settin
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     headers = {"Authorization": f"Bearer {settings.admin_token}", "X-Webhook-Token": SHOP_A_TOKEN}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 13
+    from engine.web.openapi import DOCUMENT
+
+    # Every documented operation but /openapi.json, which schemathesis leaves out when it loads the document from it.
+    assert len(operations) == sum(len(methods) for methods in DOCUMENT["paths"].values()) - 1
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -67,6 +71,7 @@ def test_every_route_is_documented(api_server: tuple[str, Settings]) -> None:
     settings = api_server[1]
     app = create_app(settings, connection=receiver_client(settings.redis_url), drain_journal=False)
     # The console's HTML pages (SPEC §10) are not the JSON API: they are not in the document.
-    routes = {rule.rule for rule in app.url_map.iter_rules()
+    # A converter (`<path:name>`) is the router's business; the document names the parameter alone.
+    routes = {re.sub(r"<\w+:", "<", rule.rule) for rule in app.url_map.iter_rules()
               if rule.endpoint != "static" and not rule.rule.startswith("/console/")}  # fmt: skip
     assert routes == documented
