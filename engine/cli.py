@@ -230,7 +230,7 @@ def reload(settings: Settings, url: str | None, dry_run: bool, event_count: int,
     if dry_run:
         click.echo(f"replaying up to {event_count} recent events through both rule sets…", err=True)
     try:
-        request = {"dry_run": dry_run, "events": event_count, "source": "cli", "message": message}
+        request: dict[str, Any] = {"dry_run": dry_run, "events": event_count, "source": "cli", "message": message}
         answer = requests.post(f"{base}/admin/reload", json=request, headers=headers, timeout=300)
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach {base}: {exc}") from None
