@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from engine.rules.ruleset import RuleSet
-from engine.runtime.events import EventStatus, EventStore
+from engine.runtime.events import EventStatus, EventStore, StoredEvent
 
 DEFAULT_EVENTS = 1000
 
@@ -22,16 +22,13 @@ def dry_run(running: RuleSet, candidate: RuleSet, events: EventStore, *, limit: 
     changed = []
     compared = 0
     for event_id in events.recent(limit):
-        event = events.load(event_id)
-        if event is None or event.status is not EventStatus.DONE or not event.context:
+        replayable = comparable(events.load(event_id))
+        if replayable is None:
             continue
-        try:
-            body = json.loads(event.body)
-        except ValueError:
-            continue
+        event, context, body = replayable
         compared += 1
-        before = _matched(running, event.context, body)
-        after = _matched(candidate, event.context, body)
+        before = matched_rules(running, context, body)
+        after = matched_rules(candidate, context, body)
         if before != after:
             changed.append({"id": event.id, "type": event.type, "received_at": event.received_at,
                             "gained": [r for r in after if r not in before],
@@ -40,5 +37,16 @@ def dry_run(running: RuleSet, candidate: RuleSet, events: EventStore, *, limit: 
             "events": compared, "changed": changed}  # fmt: skip
 
 
-def _matched(rule_set: RuleSet, context: dict[str, Any], body: Any) -> list[str]:
+def comparable(event: StoredEvent | None) -> tuple[StoredEvent, dict[str, Any], Any] | None:
+    """(event, the context its rules saw, its body), or None for one never processed to the end."""
+    if event is None or event.status is not EventStatus.DONE or not event.context:
+        return None
+    try:
+        return event, event.context, json.loads(event.body)
+    except ValueError:
+        return None
+
+
+def matched_rules(rule_set: RuleSet, context: dict[str, Any], body: Any) -> list[str]:
+    """Ids of the rules `rule_set` matches (evaluation writes `vars` into the context: each gets a copy)."""
     return [r.rule.id for r in rule_set.evaluate(copy.deepcopy(context), body=body).matched]

@@ -25,6 +25,8 @@ from engine import config
 
 EVENTS_QUEUE = "events"
 ACTIONS_QUEUE = "actions"
+#: Users' experiments (dry runs of a draft): workers take from it only when events and actions are empty.
+DRAFTS_QUEUE = "drafts"
 PROCESS_EVENT = "engine.runtime.jobs.process_event"
 DRAIN_QUEUE = "engine.runtime.jobs.drain_queue"
 RUN_ACTION = "engine.runtime.delivery.run_action"

@@ -26,7 +26,7 @@ from engine.runtime import context as worker_context
 from engine.runtime import delivery, jobs
 from engine.runtime.action_state import GRACE_MS
 from engine.runtime.embedded import die_with_parent
-from engine.runtime.queues import ACTIONS_QUEUE, EVENTS_QUEUE, queue
+from engine.runtime.queues import ACTIONS_QUEUE, DRAFTS_QUEUE, EVENTS_QUEUE, queue
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def build_worker(
     return HanaWorker(
         # Actions first: RQ takes from the first non-empty queue, and a steady stream of events
         # would otherwise starve the actions they produce. Each event makes a bounded number of actions.
-        [queue(connection, ACTIONS_QUEUE), queue(connection, EVENTS_QUEUE)],
+        # Drafts last: a user's dry run waits for Hana's work, one short chunk at a time (dry_runs.py).
+        [queue(connection, ACTIONS_QUEUE), queue(connection, EVENTS_QUEUE), queue(connection, DRAFTS_QUEUE)],
         connection=connection,
         serializer=JSONSerializer,
         name=name,

@@ -6,6 +6,7 @@ Views parse, authenticate and call one function; the work lives in the runtime.
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -15,7 +16,9 @@ from engine.hana import canonical_event_type, now_iso
 from engine.redaction import redact
 from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
+from engine.runtime import dry_runs
 from engine.runtime.action_state import ActionStore, DamagedRecord
+from engine.runtime.drafts import DraftPathError, ValidationResult, compile_draft_texts, files_from_body, validate_draft
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStore, StoredEvent
 from engine.runtime.file_lock import RulesBusy
@@ -64,8 +67,65 @@ def authenticate() -> tuple[Response, int] | None:
 
 
 def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # JSON nested thousands deep: not a body any endpoint takes
+        data = None
     return data if isinstance(data, dict) else {}
+
+
+def _drafts_body() -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON body and the drafts in it; ValueError with the sentence to answer (400), never a 500."""
+    try:
+        body = json.loads(request.get_data())
+    except (ValueError, RecursionError) as exc:
+        raise ValueError('the body must be JSON such as {"files": {"vip.yaml": "rules: …"}}') from exc
+    files = files_from_body(body)
+    return body, files
+
+
+@blueprint.post("/validate")
+def validate() -> tuple[Response, int]:
+    """The editor's check as you type: the same loader, schema and compiler as reload (SPEC §10)."""
+    try:
+        _, files = _drafts_body()
+    except ValueError as exc:
+        return error(400, str(exc))
+    try:
+        result = validate_draft(_settings(), files)
+    except DraftPathError as exc:
+        return error(400, str(exc))
+    return jsonify(result.as_json()), 200
+
+
+@blueprint.post("/dry-runs")
+def start_dry_run() -> tuple[Response, int]:
+    """Queue the draft against the last N stored events on the workers; the page polls its progress."""
+    try:
+        body, files = _drafts_body()
+    except ValueError as exc:
+        return error(400, str(exc))
+    limit = body.get("events", dry_runs.DEFAULT_EVENTS)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= dry_runs.MAX_EVENTS:
+        return error(400, f"events must be a whole number from 1 to {dry_runs.MAX_EVENTS}")
+    try:
+        candidate, texts = compile_draft_texts(_settings(), files)
+    except DraftPathError as exc:
+        return error(400, str(exc))
+    except RuleSetError as exc:
+        return error(400, f"{len(exc.errors)} error(s) in the draft; nothing was run",
+                     errors=ValidationResult(tuple(exc.errors), None).as_json()["errors"])  # fmt: skip
+    run_id = dry_runs.start(current_app.extensions["hana_rules.redis"], candidate, texts, drafts=sorted(files),
+                            events=limit)  # fmt: skip
+    return jsonify({"id": run_id, "status": dry_runs.DryRunStatus.QUEUED.value}), 202
+
+
+@blueprint.get("/dry-runs/<run_id>")
+def dry_run_progress(run_id: str) -> tuple[Response, int]:
+    found = dry_runs.read(current_app.extensions["hana_rules.redis"], run_id)
+    if found is None:
+        return error(404, f"no dry run {run_id!r} (a dry run is kept for an hour)")
+    return jsonify(found), 200
 
 
 @blueprint.get("/rules")

@@ -74,6 +74,23 @@ _ROLLBACK = {
     "properties": {"version": {"type": "string"}, "message": {"type": "string", "maxLength": 500},
                    "source": {"enum": ["api", "cli"]}},
 }  # fmt: skip
+#: The editor's drafts: {files: {path: text}} or {path, text}; paths inside rules_dir.
+_DRAFTS = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "files": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "path": {"type": "string"},
+                    "text": {"type": "string"},
+                    "events": {"type": "integer", "minimum": 1, "maximum": 10000},
+                },
+            }
+        }
+    },
+}
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -106,6 +123,19 @@ DOCUMENT: dict[str, Any] = {
                     "version": {"type": "string"},
                     "matched": {"type": "array", "items": {"type": "string"}},
                     "rules": {"type": "array", "items": {"type": "object", "required": ["id", "matched"]}},
+                },
+            },
+            "RuleError": {
+                "type": "object",
+                "required": ["file", "line", "column", "rule", "path", "message", "hint"],
+                "properties": {
+                    "file": {"type": "string"},
+                    "line": {"type": "integer"},
+                    "column": {"type": "integer"},
+                    "rule": {"type": "string", "nullable": True},
+                    "path": {"type": "string"},
+                    "message": {"type": "string"},
+                    "hint": {"type": "string", "nullable": True},
                 },
             },
             "EventSummary": {
@@ -285,6 +315,60 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "Forget a dead letter",
                 "parameters": [_ACTION_ID],
                 "responses": {"200": _json({"type": "object"}, "Deleted"), **_errors(401, 404)},
+            }
+        },  # fmt: skip
+        "/admin/validate": {
+            "post": {
+                **_ADMIN,
+                "summary": "Check draft rule files with the rest of the set from disk, as reload would",
+                "requestBody": _DRAFTS,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["errors", "rules", "version"],
+                            "properties": {
+                                "errors": {"type": "array", "items": {"$ref": "#/components/schemas/RuleError"}},
+                                "rules": {"type": "integer", "nullable": True},
+                                "version": {"type": "string", "nullable": True},
+                            },
+                        },
+                        "Every error (none: the draft set is valid)",
+                    ),
+                    **_errors(400, 401, 413),
+                },
+            }
+        },  # fmt: skip
+        "/admin/dry-runs": {
+            "post": {
+                **_ADMIN,
+                "summary": "Queue a dry run of draft rule files against the last N stored events, on the workers",
+                "requestBody": _DRAFTS,
+                "responses": {
+                    "202": _json({"type": "object", "required": ["id", "status"]}, "Queued; poll its progress"),
+                    **_errors(400, 401, 413),
+                },
+            }
+        },  # fmt: skip
+        "/admin/dry-runs/{run_id}": {
+            "get": {
+                **_ADMIN,
+                "summary": "A dry run's progress and, per rule, its matches and the events whose outcome changes",
+                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["id", "status", "done", "total", "rules"],
+                            "properties": {
+                                "status": {"enum": ["queued", "running", "finished", "failed"]},
+                                "rules": {"type": "array", "items": {"type": "object"}},
+                            },
+                        },
+                        "Progress and result so far",
+                    ),
+                    **_errors(401, 404),
+                },
             }
         },  # fmt: skip
         "/admin/rules/files": {

@@ -1,0 +1,159 @@
+"""Draft rule files checked as reload would check them, without touching the disk or the running set.
+
+The editor sends the file being typed (or several); the rest of the set is what
+is on disk now, so a draft that reuses an id of another file, or breaks nothing
+alone but something together, is caught as the reload would catch it. Drafts
+are named by their path inside `rules_dir` (`vip.yaml`, `team/sales.yaml`): the
+only names a browser may give, refused when they could point anywhere else.
+Errors come back under the same names, so the editor finds its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from engine.config import Settings
+from engine.rules.errors import RuleError, RuleSetError
+from engine.rules.loader import display_name, read_texts, rule_files
+from engine.rules.ruleset import RuleSet
+from engine.runtime.loading import compile_rules
+
+RULE_SUFFIXES = (".yaml", ".yml")
+PATH_REFUSED = "path must be a rule file inside rules_dir (a relative path ending in .yaml or .yml, without ..)"
+
+
+class DraftPathError(ValueError):
+    """A draft named by a path that is not a rule file inside rules_dir."""
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What the editor underlines: every error, named by rules_dir-relative path; the candidate when valid."""
+
+    errors: tuple[RuleError, ...]
+    rule_set: RuleSet | None
+
+    @property
+    def version(self) -> str | None:
+        return self.rule_set.version if self.rule_set is not None else None
+
+    def as_json(self) -> dict[str, Any]:
+        keys = ("file", "line", "column", "rule", "path", "message", "hint", "text")
+        return {
+            "errors": [{key: error.as_json().get(key) for key in keys} for error in self.errors],
+            "rules": len(self.rule_set.rules) if self.rule_set is not None else None,
+            "version": self.version,
+        }
+
+
+def checked_path(rules_dir: Path, path: object) -> str:
+    """`path` as a clean rules_dir-relative POSIX path, or DraftPathError.
+
+    Refused: anything not a text, absolute paths, `..`, backslashes, control characters,
+    other suffixes, spellings other than the plain one (`./a.yaml`), and a path whose
+    existing parts lead outside rules_dir (a symlink).
+    """
+    if not isinstance(path, str) or not path or len(path) > 1024 or "\\" in path:
+        raise DraftPathError(PATH_REFUSED)
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in path):
+        raise DraftPathError(PATH_REFUSED)
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or pure.suffix not in RULE_SUFFIXES or pure.as_posix() != path:
+        raise DraftPathError(PATH_REFUSED)  # as_posix differs for `./a.yaml`, `a//b.yaml`: one name per file
+    base = rules_dir.resolve()
+    try:
+        (base / pure).resolve().relative_to(base)
+    except (ValueError, OSError, RuntimeError) as exc:  # outside, or a symlink loop
+        raise DraftPathError(PATH_REFUSED) from exc
+    return pure.as_posix()
+
+
+def draft_texts(settings: Settings, files: Mapping[str, str]) -> tuple[dict[str, str], list[RuleError], dict[str, str]]:
+    """The set as reload would read it with the drafts in place: (texts, read errors, display name → path).
+
+    Each draft replaces the file of the same path, or joins the set as a new file. A draft's
+    unreadable twin on disk (say, not UTF-8) is replaced, so its read error goes too.
+    DraftPathError when a draft's path is not a rule file inside rules_dir.
+    """
+    rules_dir = settings.rules_dir
+    drafts: dict[str, tuple[str, str]] = {}
+    for path, text in files.items():
+        relative = checked_path(rules_dir, path)
+        drafts[display_name(rules_dir / relative)] = (relative, text)
+    texts, read_errors = read_texts(rules_dir)
+    names = {display_name(p): p.relative_to(rules_dir).as_posix() for p in rule_files(rules_dir)}
+    for name, (relative, text) in drafts.items():
+        texts[name] = text
+        names[name] = relative
+    return texts, [e for e in read_errors if e.file not in drafts], names
+
+
+def compile_draft(settings: Settings, files: Mapping[str, str]) -> RuleSet:
+    """The candidate set with the drafts in place, or RuleSetError (errors named by relative path)."""
+    return compile_draft_texts(settings, files)[0]
+
+
+def compile_draft_texts(settings: Settings, files: Mapping[str, str]) -> tuple[RuleSet, dict[str, str]]:
+    """The candidate set and the texts it was compiled from (what a worker compiles again for a dry run)."""
+    texts, read_errors, names = draft_texts(settings, files)
+    unwritable = [error for path, text in files.items() if (error := _surrogate(path, text))]
+    if unwritable:
+        raise RuleSetError(unwritable)
+    try:
+        return compile_rules(texts, settings, read_errors=read_errors), texts
+    except RuleSetError as exc:
+        raise RuleSetError([_renamed(error, names) for error in exc.errors]) from exc
+
+
+def validate_draft(settings: Settings, files: Mapping[str, str]) -> ValidationResult:
+    """Every error of the set with the drafts in place (none: the candidate set); DraftPathError for a bad path."""
+    try:
+        rule_set = compile_draft(settings, files)
+    except RuleSetError as exc:
+        return ValidationResult(errors=tuple(exc.errors), rule_set=None)
+    return ValidationResult(errors=(), rule_set=rule_set)
+
+
+def files_from_body(body: object) -> dict[str, str]:
+    """The drafts of a request body `{files: {path: text}}` or `{path, text}`; ValueError says what to send.
+
+    Only the types are checked here; each path is checked against rules_dir when merged (DraftPathError).
+    """
+    if not isinstance(body, dict):
+        raise ValueError('the body must be a JSON object: {"files": {"<path>": "<text>"}} or {"path": …, "text": …}')
+    if "files" in body:
+        if "path" in body or "text" in body:
+            raise ValueError("send either files or path and text, not both")
+        files = body["files"]
+        if not isinstance(files, dict):
+            raise ValueError('files must be an object of rule file paths to their text: {"vip.yaml": "rules: …"}')
+    elif "path" in body:
+        if not isinstance(body["path"], str):
+            raise DraftPathError(PATH_REFUSED)
+        files = {body["path"]: body.get("text")}
+    else:
+        raise ValueError('send {"files": {"<path>": "<text>"}} or {"path": "<path>", "text": "<text>"}')
+    for path, text in files.items():
+        if not isinstance(text, str):
+            raise ValueError(f"the text of {path!r} must be a string: the whole file")
+    return files
+
+
+def _surrogate(path: str, text: str) -> RuleError | None:
+    """JSON can carry half a character (`"\\ud800"`) that no UTF-8 file can hold: where it stands, if any."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        column = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        return RuleError(path, line, column, f"half a character ({text[exc.start]!r}) that no file can hold",
+                         hint="delete it and type the character again")  # fmt: skip
+    return None
+
+
+def _renamed(error: RuleError, names: Mapping[str, str]) -> RuleError:
+    relative = names.get(error.file)
+    return replace(error, file=relative) if relative is not None else error
