@@ -21,6 +21,7 @@ from engine.redaction import redact
 from engine.rules.conditions import ConditionCompiler
 from engine.rules.errors import RuleError, RuleSetError
 from engine.rules.loader import LoadedFiles, SourceFile, inner_path, load_directory, load_texts
+from engine.rules.reads import FieldRead, entity_attribute
 from engine.rules.ruleset import Action, Rule, RuleSet, RuleTest, Throttle
 from engine.rules.schema import ACTION_KINDS
 from engine.rules.templates import template_sources
@@ -111,7 +112,18 @@ class _FileCompiler:
             throttle=throttle,
             stop=spec.get("stop", False),
             include_echo=spec.get("include_echo", False),
+            reads=self.reads(conditions, at),
         )
+
+    def reads(self, conditions: ConditionCompiler, at: tuple[Any, ...]) -> tuple[FieldRead, ...]:
+        """The lead/opportunity attributes the rule's conditions read, each where it is written."""
+        found = []
+        for where, name in conditions.fields:
+            named = entity_attribute(name)
+            if named is not None:
+                line, column = self.source.document.position((*at, *where))
+                found.append(FieldRead(name, *named, line=line, column=column, path=inner_path(where)))
+        return tuple(found)
 
     @staticmethod
     def duration(value: Any, where: tuple[Any, ...], report: Any) -> float | None:

@@ -77,6 +77,8 @@ class ConditionCompiler:
     def __init__(self, report: Report, *, var_names: frozenset[str]) -> None:
         self.report = report
         self.var_names = var_names
+        #: (where, name) of every field a `field:` or `changed:` reads: the rule's `reads` (reads.py)
+        self.fields: list[tuple[tuple[str | int, ...], str]] = []
 
     def compile(self, spec: Any, where: tuple[str | int, ...], label: str) -> Check | None:
         """`where`: path of `spec` inside the rule; `label`: the same as a trace path (`when/2/any/0`)."""
@@ -197,6 +199,7 @@ class ConditionCompiler:
                         f"got {name!r}", None)  # fmt: skip
             return None
         entity, attribute = parts
+        self.fields.append(((*where, "changed"), name))
         modifiers = Modifiers(**{m: bool(spec.get(m, False)) for m in MODIFIERS})
         before = equality(spec["from"], modifiers) if "from" in spec else None
         after = equality(spec["to"], modifiers) if "to" in spec else None
@@ -288,6 +291,7 @@ class ConditionCompiler:
             self.report(where, f"{name!r} is not defined in this rule's vars (defined: {known})",
                         suggest(parts[1] if len(parts) > 1 else "", self.var_names))  # fmt: skip
             return None
+        self.fields.append((where, name))
         if len(parts) == 1:
             return lambda context: context.get(parts[0], MISSING)
         return field_getter(parts)

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.redaction import redact
 from engine.rules.conditions import Check
+from engine.rules.reads import FieldRead
 from engine.rules.templates import Template, TemplateRenderError, render_structure
 from engine.rules.tracing import RecordingTracer, cut, jsonable
 
@@ -54,6 +55,7 @@ class Rule:
     throttle: Throttle | None = None
     stop: bool = False
     include_echo: bool = False
+    reads: tuple[FieldRead, ...] = ()  # the attributes its conditions read, located (reads.py)
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "enabled": self.enabled, "on": list(self.on),
