@@ -5,7 +5,8 @@
 Real `hana-rules worker` processes (RQ SimpleWorkers) against an embedded
 Redis, the example rules loaded, events accepted through the receiver's own
 accept script. Baseline in the same run: the rate at which the same worker
-processes drain no-op RQ jobs (`os.getpid`).
+processes drain no-op RQ jobs (`os.getpid`). bench/fields.py measures the
+attribute catalogue with these helpers.
 """
 
 from __future__ import annotations
@@ -37,9 +38,16 @@ from engine.runtime.journal import Journal  # noqa: E402
 SAMPLE = json.loads((ROOT / "tests" / "data" / "events" / "lead.created.json").read_text())
 
 
-def start_workers(count: int, config: Path, redis_url: str, client: redis.Redis) -> list[subprocess.Popen[bytes]]:
+#: `hana-rules worker` with the attribute catalogue turned off (fields.MAX_ATTRIBUTES = 0).
+WITHOUT_CATALOGUE = ("import engine.runtime.fields as fields; fields.MAX_ATTRIBUTES = 0; "
+                     "from engine.cli import main; main()")  # fmt: skip
+
+
+def start_workers(count: int, config: Path, redis_url: str, client: redis.Redis,
+                  *, catalogue: bool = True) -> list[subprocess.Popen[bytes]]:  # fmt: skip
     environment = {**os.environ, "REDIS_URL": redis_url}
-    workers = [subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--config", str(config)],
+    program = ["-m", "engine.cli"] if catalogue else ["-c", WITHOUT_CATALOGUE]
+    workers = [subprocess.Popen([sys.executable, *program, "worker", "--config", str(config)],
                                 env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(count)]  # fmt: skip
     deadline = time.monotonic() + 30
@@ -65,9 +73,13 @@ def wait_until(check, timeout: float = 300) -> None:  # noqa: ANN001
         time.sleep(0.01)
 
 
-def body(lead_id: str, seq: int) -> bytes:
+def body(lead_id: str, seq: int, wide: int = 0) -> bytes:
+    """The sample lead; with `wide`, padded with custom attributes up to that many."""
     data = json.loads(json.dumps(SAMPLE))
     data["lead"]["id"] = {"nomalizeData": lead_id, "rawData": lead_id}
+    for index in range(len(data["lead"]) + 2, wide + 1):
+        value = f"value {seq % 5}"
+        data["lead"][f"cf_string_extra_{index:02d}"] = {"nomalizeData": value, "rawData": value}
     data["lead"]["cf_number_seq"] = {"nomalizeData": seq, "rawData": seq}
     # already +84: the example phone rule does not act, so this measures evaluation and ordering only
     data["lead"]["basePhonenumber"] = {"nomalizeData": "+84978712200", "rawData": "+84978712200"}
@@ -77,8 +89,9 @@ def body(lead_id: str, seq: int) -> bytes:
 MEMORY: dict[str, float] = {}
 
 
-def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool) -> float:
-    bodies = [body(f"L{i}" if distinct else "HOT", i) for i in range(count)]
+def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool, *, wide: int = 0,
+               measure: bool = True, prefix: str = "L") -> float:  # fmt: skip
+    bodies = [body(f"{prefix}{i}" if distinct else "HOT", i, wide) for i in range(count)]
     application = intake.settings.applications[0]
     before = client.info("memory")["used_memory"]
     started = time.perf_counter()
@@ -87,7 +100,7 @@ def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool) 
     wait_until(lambda: client.zcard(WAITING_QUEUES) == 0 and client.llen("rq:queue:events") == 0)
     rate = count / (time.perf_counter() - started)
     wait_until(lambda: client.llen("rq:queue:actions") == 0)
-    if distinct:  # event, trace, action records, the lead's state, the dedup key: what retention keeps
+    if distinct and measure:  # event, trace, action records, the lead's state, the dedup key: what retention keeps
         MEMORY["per_event"] = (client.info("memory")["used_memory"] - before) / count
         MEMORY["event_hash"] = statistics.mean(
             client.memory_usage(f"hr:event:{i.decode()}", samples=0) or 0 for i in client.zrange("hr:events", -50, -1)

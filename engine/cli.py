@@ -401,6 +401,24 @@ def failed_purge(settings: Settings, ids: tuple[str, ...], url: str | None) -> N
 
 
 @main.command()
+@click.option("--application", default=None, help="Only this application's attributes (its id).")
+@click.option("--entity", type=click.Choice(["lead", "opportunity", "ticket"]), default=None, help="Only these.")
+@_URL
+@_JSON
+@with_settings
+def fields(settings: Settings, application: str | None, entity: str | None, url: str | None, as_json: bool) -> None:
+    """Attribute names seen in real events: type, how often, when last, recent values (the catalogue)."""
+    params = {k: v for k, v in {"application": application, "entity": entity}.items() if v}
+    body = _admin_call(settings, url, "GET", "/admin/fields", params=params)
+    if as_json:
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    from engine.cli_output import print_fields
+
+    print_fields(body)
+
+
+@main.command()
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
 @_URL
 @_JSON

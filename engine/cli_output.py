@@ -1,4 +1,4 @@
-"""Human-readable output of `hana-rules simulate`."""
+"""Human-readable output of `hana-rules simulate` and `hana-rules fields`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from engine.rules.errors import one_line
 from engine.rules.explain import fold_negations
 from engine.rules.ruleset import RuleSet
 from engine.sentences import describe
@@ -49,3 +50,30 @@ def print_simulation(event_type: str, evaluation: dict[str, Any], rule_set: Rule
         click.echo("")
     matched = ", ".join(evaluation["matched"]) or "none"
     click.echo(f"Matched: {matched}. Nothing was sent.")
+
+
+def print_fields(body: dict[str, Any]) -> None:
+    """The attribute catalogue as one table per application and entity."""
+    rows = body.get("fields") or []
+    if not rows:
+        click.echo("No attributes seen yet: they appear once workers have processed events.")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["application"] or "-", row["entity"]), []).append(row)
+    for (application, entity), group in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
+        width = min(max(len(row["name"]) for row in group), 40)
+        click.echo(click.style(f"{entity} attributes of application {application}", bold=True) + f" ({len(group)})")
+        click.echo(f"  {'NAME':<{width}}  {'TYPE':<8} {'EVENTS':>7}  {'LAST SEEN':<24}  EXAMPLES")
+        for row in group:
+            examples = one_line(" | ".join(row["examples"])) or "-"  # a line break in a value must not break the table
+            click.echo(f"  {one_line(row['name']):<{width}}  {row['type'] or '?':<8} {row['count']:>7}  "
+                       f"{row['last_seen']:<24}  {examples}")  # fmt: skip
+        click.echo("")
+    for dropped in body.get("dropped") or []:
+        if dropped["application"] == "*":
+            click.echo(f"{dropped['count']} attribute(s) of further applications were not recorded: the catalogue "
+                       f"keeps a limited number of applications (forgotten ones make room)")  # fmt: skip
+        else:
+            click.echo(f"{dropped['count']} new {dropped['entity']} attribute name(s) of application "
+                       f"{dropped['application'] or '-'} were not recorded: its catalogue is full "
+                       f"(names not seen within the retention make room)")  # fmt: skip

@@ -38,6 +38,7 @@ from engine.runtime.events import (
     event_key,
     received_us_of,
 )
+from engine.runtime.fields import catalogue_writes
 from engine.runtime.indexes import index_write
 from engine.runtime.metrics import ECHOES, EVENTS_MISSING, HELD, RULE_MATCHES
 from engine.runtime.queues import DRAIN_QUEUE, EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT_RETRIES, queue
@@ -198,6 +199,7 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
                            application_name=application.name if application else None,
                            application_id=event.application_id)  # fmt: skip
     rule_context = normalized.context
+    catalogue = catalogue_writes(rule_context, context.secrets)  # what the event carried, before the known state
     entity = entity_of(event.type)
     the_entity = entity_key(event.application_id, event.type, event.entity_id)
     entity_attributes = dict(rule_context.get(entity) or {})
@@ -254,7 +256,7 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
                           matched=fields["matched"])  # fmt: skip
     return CommitPlan(change=change, state=state.values, state_received=state.received, event_fields=fields,
                       records=actions.records, jobs=actions.jobs, finished=actions.open == 0,
-                      indexes=indexes)  # fmt: skip
+                      indexes=indexes, catalogue=catalogue)  # fmt: skip
 
 
 def _known_state(context: WorkerContext, the_entity: str) -> tuple[dict[str, Any] | None, dict[str, int], list[str]]:

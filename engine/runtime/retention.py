@@ -19,6 +19,7 @@ import redis
 from engine.runtime import lua
 from engine.runtime.action_state import ACTION_PREFIX, DEAD_LETTERS, DUE_ACTIONS
 from engine.runtime.events import EVENT_KEY_PREFIX, EVENTS_INDEX, FINISHED_EVENTS
+from engine.runtime.fields import Catalogue
 from engine.runtime.indexes import (
     ENTITY_INDEX_PREFIX,
     ENTITY_KEYS_PREFIX,
@@ -71,6 +72,7 @@ class Retention:
                             entity_index_prefix=ENTITY_INDEX_PREFIX, entity_keys_prefix=ENTITY_KEYS_PREFIX)  # fmt: skip
         self._forget = connection.register_script(source)
         self.sweep = Sweep(connection)
+        self.catalogue = Catalogue(connection)
 
     def forget(self, event_ids: list[str]) -> int:
         """Remove these events if they are finished; how many were."""
@@ -100,6 +102,7 @@ class Retention:
             log.info("retention: %d finished event(s) past retention and %d past max_events removed",
                      removed_by_age, removed_by_count)  # fmt: skip
         removed = removed_by_age + removed_by_count + self._drop_dangling(now_ms, batch)
+        self.catalogue.forget_before(now_ms - self.retention * 1000)  # names not seen within the retention
         self._index_quarantined()
         return removed
 

@@ -21,10 +21,12 @@ import redis
 from engine.runtime import lua
 from engine.runtime.action_state import ACTION_PREFIX, DUE_ACTIONS
 from engine.runtime.events import FINISHED_EVENTS, WAITING_QUEUES
+from engine.runtime.fields import commit_constants
 from engine.runtime.indexes import INDEXED_FIELD, INDEXED_SINCE, RULE_HEARD_KEPT, RULE_INDEX_PREFIX
 
 if TYPE_CHECKING:
     from engine.runtime.action_plan import RecordWrite
+    from engine.runtime.fields import CatalogueWrite
     from engine.runtime.indexes import IndexWrite
 
 STATE_PREFIX = "hr:state:"
@@ -66,6 +68,7 @@ class CommitPlan:
     jobs: Sequence[JobWrite] = ()
     finished: bool = False  # the event has no action left to run: retention may remove it
     indexes: IndexWrite | None = None  # the console's indexes the event joins (None: leave them as they are)
+    catalogue: Sequence[CatalogueWrite] = ()  # the attributes it carried (fields.py)
 
 
 def state_key(entity_key: str) -> str:
@@ -88,7 +91,7 @@ class StateStore:
         source = lua.render("commit.lua", finished_index=FINISHED_EVENTS, due_index=DUE_ACTIONS,
                             action_prefix_length=str(len(ACTION_PREFIX)), indexed_field=INDEXED_FIELD,
                             indexed_since=INDEXED_SINCE, rule_index_prefix=RULE_INDEX_PREFIX,
-                            rule_heard_kept=RULE_HEARD_KEPT)  # fmt: skip
+                            rule_heard_kept=RULE_HEARD_KEPT, **commit_constants())  # fmt: skip
         self._commit = connection.register_script(source)
 
     def load(self, entity_key: str) -> dict[str, Any] | None:
@@ -117,6 +120,9 @@ class StateStore:
         for job in plan.jobs:
             arguments += [job.key, job.id, job.queue_key, job.scheduled_key, "" if job.delay is None else job.delay,
                           len(job.fields) // 2, *job.fields]  # fmt: skip
+        arguments.append(len(plan.catalogue))
+        for write in plan.catalogue:
+            arguments += write.arguments()
         keys = [lock_key, queue_key, event_key, state_key(entity_key), WAITING_QUEUES, state_received_key(entity_key)]
         outcome = self._commit(keys=keys, args=arguments)
         return Commit(outcome.decode() if isinstance(outcome, bytes) else outcome)

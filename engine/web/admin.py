@@ -21,6 +21,7 @@ from engine.runtime.action_state import ActionStore, DamagedRecord
 from engine.runtime.drafts import DraftPathError, ValidationResult, compile_draft_texts, files_from_body, validate_draft
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStore, StoredEvent
+from engine.runtime.fields import Catalogue, entity_name
 from engine.runtime.file_lock import RulesBusy
 from engine.runtime.intake import ReplayRefused
 from engine.runtime.loading import RuleRegistry, load_rules
@@ -126,6 +127,17 @@ def dry_run_progress(run_id: str) -> tuple[Response, int]:
     if found is None:
         return error(404, f"no dry run {run_id!r} (a dry run is kept for an hour)")
     return jsonify(found), 200
+
+
+@blueprint.get("/fields")
+def fields() -> tuple[Response, int]:
+    """The attribute catalogue: every attribute name real events carried (SPEC §10, the editor's completion)."""
+    entity = request.args.get("entity") or None
+    if entity is not None and (entity := entity_name(entity)) is None:
+        return error(400, "entity must be lead or opportunity (or ticket)")
+    catalogue = Catalogue(current_app.extensions["hana_rules.redis"])
+    listing = catalogue.listing(application=request.args.get("application") or None, entity=entity)
+    return jsonify(redact(listing, _secrets())), 200
 
 
 @blueprint.get("/rules")

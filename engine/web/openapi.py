@@ -125,6 +125,19 @@ DOCUMENT: dict[str, Any] = {
                     "rules": {"type": "array", "items": {"type": "object", "required": ["id", "matched"]}},
                 },
             },
+            "Field": {
+                "type": "object",
+                "required": ["application", "entity", "name", "type", "count", "last_seen", "examples"],
+                "properties": {
+                    "application": {"type": "string", "nullable": True},
+                    "entity": {"enum": ["lead", "opportunity"]},
+                    "name": {"type": "string"},
+                    "type": {"type": "string", "nullable": True},
+                    "count": {"type": "integer"},
+                    "last_seen": {"type": "string"},
+                    "examples": {"type": "array", "items": {"type": "string"}},
+                },
+            },
             "RuleError": {
                 "type": "object",
                 "required": ["file", "line", "column", "rule", "path", "message", "hint"],
@@ -291,6 +304,35 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Receipt"}, "Replayed"),
                     **_errors(401, 404, 409, 503),
+                },
+            }
+        },  # fmt: skip
+        "/admin/fields": {
+            "get": {
+                **_ADMIN,
+                "summary": "The attribute catalogue: attribute names seen in events, with type, count and examples",
+                "parameters": [
+                    {"name": "application", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "entity",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "lead or opportunity (or ticket)",
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["fields", "dropped"],
+                            "properties": {
+                                "fields": {"type": "array", "items": {"$ref": "#/components/schemas/Field"}},
+                                "dropped": {"type": "array", "items": {"type": "object"}},
+                            },
+                        },
+                        "Attributes, by entity then name",
+                    ),
+                    **_errors(400, 401),
                 },
             }
         },  # fmt: skip
