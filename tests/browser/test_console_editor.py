@@ -94,6 +94,8 @@ def test_a_typo_is_underlined_at_its_line_with_did_you_mean(page, served: Served
     assert page.locator("#lint-status").inner_text() == "1 lỗi"
     mark.hover()
     assert "có phải ý bạn là 'lead.created'?" in page.locator(".CodeMirror-lint-tooltip").inner_text()
+    tip = page.locator(".CodeMirror-lint-tooltip")
+    wait_for(lambda: tip.evaluate("tip => getComputedStyle(tip).opacity") == "1", what="the hint to fade in")
     shoot(page, "editor-typo-vi")
 
 
