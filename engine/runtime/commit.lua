@@ -10,8 +10,6 @@
 --       entity-keys set and the entity index to add to it ('' = none), k, and k sorted sets,
 --       then r, and r records: key, due in ms ('' = not watched by the sweeper), m, m field/value pairs
 --       then j, and j jobs: job key, job id, queue key, schedule key, delay s ('' = now), m, m pairs
---       then c, and c attribute catalogues (fields.py): "<application>:<entity>", names left out
---       before, m, m (name, type ('' = unknown), example ('' = none))
 redis.replicate_commands()
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'lost-lock'
@@ -102,78 +100,6 @@ for _ = 1, jobs do
     redis.call('ZADD', schedule_key, math.ceil((now + tonumber(delay) * 1000) / 1000), job_id)
   end
   at = at + 6 + 2 * m
-end
-
--- The attribute catalogue (fields.py): each name the event carried, its type, how many events
--- carried it, when last seen and its latest distinct examples. New names past the bound of a
--- catalogue, and catalogues past theirs, are counted as dropped instead. One read and two writes
--- per catalogue, whatever the number of names: a call from Lua costs more than the work around it.
-local catalogues = tonumber(ARGV[at] or '0')
-at = at + 1
-for _ = 1, catalogues do
-  local name, dropped, m = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  local seen, info = ${fields_seen_prefix} .. name, ${fields_info_prefix} .. name
-  local open = redis.call('SISMEMBER', ${fields_catalogues}, name) == 1
-  if not open and redis.call('SCARD', ${fields_catalogues}) < tonumber(${fields_max_catalogues}) then
-    redis.call('SADD', ${fields_catalogues}, name)
-    open = true
-  end
-  if open and m > 0 then
-    local size, room = redis.call('ZCARD', seen), tonumber(${fields_max})
-    local names = {}
-    for j = 1, m do
-      names[j] = ARGV[at + 3 * j]
-    end
-    local known = redis.call('HMGET', info, unpack(names))
-    local scores, entries = {}, {}
-    for j = 1, m do
-      local attribute, kind, example = names[j], ARGV[at + 3 * j + 1], ARGV[at + 3 * j + 2]
-      local entry = nil
-      if known[j] then
-        local ok, decoded = pcall(cjson.decode, known[j])
-        entry = (ok and type(decoded) == 'table') and decoded or {}
-      elseif size < room then
-        size = size + 1
-        entry = {}
-      else
-        dropped = dropped + 1
-      end
-      if entry then
-        entry.count = (tonumber(entry.count) or 0) + 1
-        if kind ~= '' then
-          entry.type = kind
-        end
-        if example ~= '' then
-          local examples = {example}  -- the latest first, each once
-          if type(entry.examples) == 'table' then
-            for _, other in ipairs(entry.examples) do
-              if #examples >= tonumber(${fields_examples}) then
-                break
-              end
-              if other ~= example then
-                examples[#examples + 1] = other
-              end
-            end
-          end
-          entry.examples = examples
-        end
-        scores[#scores + 1] = now
-        scores[#scores + 1] = attribute
-        entries[#entries + 1] = attribute
-        entries[#entries + 1] = cjson.encode(entry)
-      end
-    end
-    if #scores > 0 then
-      redis.call('ZADD', seen, unpack(scores))
-      redis.call('HSET', info, unpack(entries))
-    end
-  elseif not open then
-    dropped = dropped + m
-  end
-  if dropped > 0 then
-    redis.call('HINCRBY', ${fields_dropped}, open and name or '*', dropped)
-  end
-  at = at + 3 + 3 * m
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
 return 'ok'

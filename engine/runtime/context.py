@@ -21,6 +21,7 @@ from engine.runtime.action_state import ActionStore
 from engine.runtime.connection import ReplicaCount, replicated
 from engine.runtime.echo import EchoMemory
 from engine.runtime.events import EventStore
+from engine.runtime.fields import Pending
 from engine.runtime.loading import RuleRegistry
 from engine.runtime.retention import Retention
 from engine.runtime.state_store import StateStore
@@ -58,6 +59,7 @@ class WorkerContext:
         self.run_template = self.actions.run_template
         self.echoes = EchoMemory(self.connection)
         self.retention = Retention(self.connection, retention=self.settings.retention)
+        self.catalogue = Pending(self.connection)  # attribute names events carried, not written yet (fields.py)
         self.throttle = SlidingWindow(self.connection, "hr:throttle:")
         self.loop_guard = SlidingWindow(self.connection, "hr:guard:")
         self.outbound = OutboundClient(

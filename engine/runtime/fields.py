@@ -9,24 +9,31 @@ events carried the name. Values inside an object attribute are not catalogued as
 of their own: Hana's attributes are flat, and the keys of a free-form object are data,
 not names a business user picks from.
 
-The worker's commit (commit.lua) writes it, in the same script call as the event's
-outcome: no round trip of its own. Per catalogue (one application and entity):
+Cheap on the worker's path: a worker gathers what its events carried in memory and
+writes it in the same pipeline (the same round trip) as an event's commit, one call
+of fields.lua for all the names of many events: every second under load, at once when
+no other event waits (so a lone event's names show at once), and in the worker's
+maintenance (at least every 15 s: a worker whose last jobs others took) and as it
+stops. A worker killed meanwhile loses what it had not written: about a second of
+counts and examples, never an event. Per catalogue (one application and entity):
 
     hr:fields:seen:<application>:<entity>   sorted set: name → last seen (ms, Redis's clock)
     hr:fields:info:<application>:<entity>   hash: name → JSON {"type", "count", "examples"}
     hr:fields:catalogues                    the "<application>:<entity>" having one
     hr:fields:dropped                       "<application>:<entity>" (or "*") → names not recorded
 
-Bounded: MAX_ATTRIBUTES names per catalogue (new names past it are dropped and counted,
-until retention frees room), MAX_CATALOGUES catalogues (events of further applications
-count under "*"), names of at most MAX_NAME characters, EXAMPLES distinct examples of
-at most EXAMPLE_LENGTH characters each, secrets masked before they are cut. Retention
-(retention.py) forgets the names not seen within the retention period.
+Bounded: MAX_ATTRIBUTES names per catalogue (new names past it are dropped, until
+retention frees room), MAX_CATALOGUES catalogues (further applications' names count
+under "*"), names of 1 to MAX_NAME characters; a dropped name is counted each time an
+event carried it. EXAMPLES distinct examples of at most EXAMPLE_LENGTH characters each,
+secrets masked before they are cut. Retention (retention.py) forgets the names not
+seen within the retention period.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +52,8 @@ DROPPED = "hr:fields:dropped"
 #: sending thousands of made-up names must not grow Redis or the editor's completion list.
 #: 0 turns the catalogue off (bench/fields.py measures the workers both ways).
 MAX_ATTRIBUTES = 500
+#: Under load, a worker writes what it gathered at most this often (with an event's commit).
+FLUSH_SECONDS = 1.0
 MAX_CATALOGUES = 200
 MAX_NAME = 200
 EXAMPLES = 3
@@ -94,10 +103,6 @@ class CatalogueWrite:
     entries: tuple[tuple[str, str, str], ...]
     over: int = 0  # names left out before Redis (too long, or past MAX_ATTRIBUTES in one event)
 
-    def arguments(self) -> list[str | int]:
-        """The commit script's arguments for it: catalogue, over, m, then m (name, type, example)."""
-        return [self.catalogue, self.over, len(self.entries), *(item for entry in self.entries for item in entry)]
-
 
 def catalogue_key(application_id: str | None, entity: str) -> str:
     return f"{application_id or '-'}:{entity}"
@@ -127,11 +132,93 @@ def catalogue_writes(context: Mapping[str, Any], secrets: frozenset[str]) -> tup
     return tuple(writes)
 
 
-def commit_constants() -> dict[str, str | int]:
-    """The ${placeholders} of commit.lua's catalogue part."""
-    return {"fields_seen_prefix": SEEN_PREFIX, "fields_info_prefix": INFO_PREFIX, "fields_catalogues": CATALOGUES,
-            "fields_dropped": DROPPED, "fields_max": MAX_ATTRIBUTES, "fields_max_catalogues": MAX_CATALOGUES,
-            "fields_examples": EXAMPLES}  # fmt: skip
+def write_script(connection: redis.Redis) -> Any:
+    """fields.lua, with this process's bounds written in."""
+    source = lua.render("fields.lua", seen_prefix=SEEN_PREFIX, info_prefix=INFO_PREFIX, catalogues=CATALOGUES,
+                        dropped_counts=DROPPED, max_attributes=MAX_ATTRIBUTES, max_catalogues=MAX_CATALOGUES,
+                        examples=EXAMPLES)  # fmt: skip
+    return connection.register_script(source)
+
+
+class _Batch:
+    """Observations of many events, merged: per catalogue and name, [count, type, examples latest first]."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, dict[str, list[Any]]] = {}
+        self.over: dict[str, int] = {}
+        self.since = time.monotonic()
+        self.full = False  # as many catalogues, or names in one, as Redis keeps: write it now
+
+    def add(self, writes: tuple[CatalogueWrite, ...]) -> None:
+        for write in writes:
+            names = self.names.setdefault(write.catalogue, {})
+            self.over[write.catalogue] = self.over.get(write.catalogue, 0) + write.over
+            for name, kind, example in write.entries:
+                seen = names.get(name)
+                if seen is None:
+                    seen = names[name] = [0, "", []]
+                seen[0] += 1
+                if kind:
+                    seen[1] = kind
+                examples = seen[2]
+                if example and (not examples or examples[0] != example):
+                    if example in examples:
+                        examples.remove(example)
+                    examples.insert(0, example)
+                    del examples[EXAMPLES:]
+            self.full = self.full or len(names) >= MAX_ATTRIBUTES or len(self.names) >= MAX_CATALOGUES
+
+    def arguments(self) -> list[str | int]:
+        """fields.lua's arguments."""
+        arguments: list[str | int] = [len(self.names)]
+        for catalogue, names in self.names.items():
+            arguments += [catalogue, self.over.get(catalogue, 0), len(names)]
+            for name, (count, kind, examples) in names.items():
+                arguments += [name, count, kind, len(examples), *examples]
+        return arguments
+
+
+class Pending:
+    """One worker's observations not written yet, and when to write them (see the module's docstring).
+
+    `offer` is called with each event's observations before its commit and says what the commit
+    carries; `committed` after a commit that went through keeps what it did not carry for later.
+    """
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self.script = write_script(connection)
+        self.batch = _Batch()
+        self._held: tuple[CatalogueWrite, ...] = ()
+
+    def offer(self, writes: tuple[CatalogueWrite, ...], *, idle: bool) -> list[str | int]:
+        """fields.lua's arguments for the commit of this event to carry ([]: none yet).
+
+        `idle`: nothing else waits for the workers; what is gathered is written with this commit.
+        """
+        self._held = ()
+        due = idle or self.batch.full or time.monotonic() - self.batch.since >= FLUSH_SECONDS
+        if not due or not (writes or self.batch.names):
+            self._held = writes
+            return []
+        self.batch.add(writes)
+        arguments = self.batch.arguments()
+        self.batch = _Batch()  # written whatever the commit answers: the pipeline runs both
+        return arguments
+
+    def committed(self) -> None:
+        """The event's commit went through: what it did not carry waits for a later one."""
+        if self._held:
+            if not self.batch.names:
+                self.batch.since = time.monotonic()
+            self.batch.add(self._held)
+            self._held = ()
+
+    def flush(self) -> None:
+        """Write what is gathered now (the worker's maintenance, and when it stops)."""
+        if self.batch.names:
+            batch, self.batch = self.batch, _Batch()
+            self.script(keys=[], args=batch.arguments())
 
 
 def entity_name(text: str) -> str | None:

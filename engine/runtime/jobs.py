@@ -42,6 +42,7 @@ from engine.runtime.fields import catalogue_writes
 from engine.runtime.indexes import index_write
 from engine.runtime.metrics import ECHOES, EVENTS_MISSING, HELD, RULE_MATCHES
 from engine.runtime.queues import DRAIN_QUEUE, EVENTS_QUEUE, JOB_TIMEOUT, PROCESS_EVENT_RETRIES, queue
+from engine.runtime.queues import queue_key as rq_queue_key
 from engine.runtime.state_store import Commit, CommitPlan, StateChange, state_key, state_received_key
 from engine.state import NextState, apply_known_state, next_state, stale_attributes
 
@@ -56,6 +57,7 @@ MAX_SECONDS_PER_JOB = 10.0
 MATCH_COUNTS = "hr:stats:matched"
 #: Ids of an entity's queued events found gone when their turn came, noted on its next event.
 MISSING_PREFIX = "hr:missing:"
+EVENTS_QUEUE_KEY = rq_queue_key(EVENTS_QUEUE)
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -176,6 +178,7 @@ def process_one(context: WorkerContext, event_id: str, *, token: str, lock_key: 
     outcome = commit(plan)
     if outcome is Commit.OK:
         context.settle()
+        context.catalogue.committed()
     if outcome is Commit.OK and plan.event_fields.get("matched"):
         with context.connection.pipeline(transaction=False) as pipe:
             for rule_id in plan.event_fields["matched"]:
@@ -199,11 +202,12 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
                            application_name=application.name if application else None,
                            application_id=event.application_id)  # fmt: skip
     rule_context = normalized.context
-    catalogue = catalogue_writes(rule_context, context.secrets)  # what the event carried, before the known state
+    carried = catalogue_writes(rule_context, context.secrets)  # what the event carried, before the known state
     entity = entity_of(event.type)
     the_entity = entity_key(event.application_id, event.type, event.entity_id)
     entity_attributes = dict(rule_context.get(entity) or {})
-    known, known_at, missing_before = _known_state(context, the_entity) if event.entity_id else (None, {}, [])
+    known, known_at, missing_before, idle = (_known_state(context, the_entity) if event.entity_id
+                                             else (None, {}, [], True))  # fmt: skip
     received_us = received_us_of(event.id)
     stale = stale_attributes(entity_attributes, known_at, received_us)
     apply_known_state(rule_context, known, stale=stale)
@@ -256,19 +260,24 @@ def evaluate_event(context: WorkerContext, event: StoredEvent) -> CommitPlan:
                           matched=fields["matched"])  # fmt: skip
     return CommitPlan(change=change, state=state.values, state_received=state.received, event_fields=fields,
                       records=actions.records, jobs=actions.jobs, finished=actions.open == 0,
-                      indexes=indexes, catalogue=catalogue)  # fmt: skip
+                      indexes=indexes, catalogue=context.catalogue.offer(carried, idle=idle))  # fmt: skip
 
 
-def _known_state(context: WorkerContext, the_entity: str) -> tuple[dict[str, Any] | None, dict[str, int], list[str]]:
-    """The entity's last known state, when each value was received, and the ids of its events found
-    gone before this one: one round trip."""
+def _known_state(
+    context: WorkerContext, the_entity: str
+) -> tuple[dict[str, Any] | None, dict[str, int], list[str], bool]:
+    """The entity's last known state, when each value was received, the ids of its events found
+    gone before this one, and whether no other event waits (the attribute catalogue writes what
+    it gathered then, fields.py): one round trip."""
     with context.connection.pipeline(transaction=False) as pipe:
         pipe.get(state_key(the_entity))
         pipe.get(state_received_key(the_entity))
         pipe.lrange(MISSING_PREFIX + the_entity, 0, 99)
-        state, received, missing = pipe.execute()
+        pipe.llen(EVENTS_QUEUE_KEY)
+        pipe.llen(ENTITY_QUEUE_PREFIX + the_entity)
+        state, received, missing, queued, behind = pipe.execute()
     return (json.loads(state) if state else None), (json.loads(received) if received else {}), [
-        m.decode() for m in missing]  # fmt: skip
+        m.decode() for m in missing], queued == 0 and behind <= 1  # fmt: skip
 
 
 def apply_loop_guard(context: WorkerContext, evaluation: Evaluation, the_entity: str, event_id: str) -> None:

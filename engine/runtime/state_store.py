@@ -11,6 +11,7 @@ after it changed everything (the event is not processed again).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,13 +22,14 @@ import redis
 from engine.runtime import lua
 from engine.runtime.action_state import ACTION_PREFIX, DUE_ACTIONS
 from engine.runtime.events import FINISHED_EVENTS, WAITING_QUEUES
-from engine.runtime.fields import commit_constants
+from engine.runtime.fields import write_script
 from engine.runtime.indexes import INDEXED_FIELD, INDEXED_SINCE, RULE_HEARD_KEPT, RULE_INDEX_PREFIX
 
 if TYPE_CHECKING:
     from engine.runtime.action_plan import RecordWrite
-    from engine.runtime.fields import CatalogueWrite
     from engine.runtime.indexes import IndexWrite
+
+log = logging.getLogger(__name__)
 
 STATE_PREFIX = "hr:state:"
 #: When each attribute of an entity's state was received (µs): `engine.state.next_state`.
@@ -68,7 +70,7 @@ class CommitPlan:
     jobs: Sequence[JobWrite] = ()
     finished: bool = False  # the event has no action left to run: retention may remove it
     indexes: IndexWrite | None = None  # the console's indexes the event joins (None: leave them as they are)
-    catalogue: Sequence[CatalogueWrite] = ()  # the attributes it carried (fields.py)
+    catalogue: Sequence[str | int] = ()  # fields.lua's arguments: attributes events carried, written alongside
 
 
 def state_key(entity_key: str) -> str:
@@ -91,8 +93,9 @@ class StateStore:
         source = lua.render("commit.lua", finished_index=FINISHED_EVENTS, due_index=DUE_ACTIONS,
                             action_prefix_length=str(len(ACTION_PREFIX)), indexed_field=INDEXED_FIELD,
                             indexed_since=INDEXED_SINCE, rule_index_prefix=RULE_INDEX_PREFIX,
-                            rule_heard_kept=RULE_HEARD_KEPT, **commit_constants())  # fmt: skip
+                            rule_heard_kept=RULE_HEARD_KEPT)  # fmt: skip
         self._commit = connection.register_script(source)
+        self._fields = write_script(connection)
 
     def load(self, entity_key: str) -> dict[str, Any] | None:
         raw = self.connection.get(state_key(entity_key))
@@ -120,9 +123,32 @@ class StateStore:
         for job in plan.jobs:
             arguments += [job.key, job.id, job.queue_key, job.scheduled_key, "" if job.delay is None else job.delay,
                           len(job.fields) // 2, *job.fields]  # fmt: skip
-        arguments.append(len(plan.catalogue))
-        for write in plan.catalogue:
-            arguments += write.arguments()
         keys = [lock_key, queue_key, event_key, state_key(entity_key), WAITING_QUEUES, state_received_key(entity_key)]
-        outcome = self._commit(keys=keys, args=arguments)
+        if plan.catalogue:
+            outcome = self._commit_with_fields(keys, arguments, plan.catalogue)
+        else:
+            outcome = self._commit(keys=keys, args=arguments)
         return Commit(outcome.decode() if isinstance(outcome, bytes) else outcome)
+
+    def _commit_with_fields(self, keys: list[str], arguments: list[Any], fields: Sequence[str | int]) -> Any:
+        """The commit and the attribute catalogue's observations (fields.py) in one round trip.
+
+        Two scripts, not one: the catalogue's failure must never fail a commit. It is written
+        whatever the commit answers: a commit refused for a lost lock (rare) counts its event twice.
+        """
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._commit.sha, len(keys), *keys, *arguments)
+            pipe.evalsha(self._fields.sha, 0, *fields)
+            outcome, written = pipe.execute(raise_on_error=False)
+        if isinstance(outcome, redis.exceptions.NoScriptError):  # Redis restarted, or its scripts flushed
+            outcome = self._commit(keys=keys, args=arguments)
+        elif isinstance(outcome, Exception):
+            raise outcome
+        if isinstance(written, redis.exceptions.NoScriptError):
+            try:
+                written = self._fields(keys=[], args=list(fields))
+            except redis.RedisError as exc:
+                written = exc
+        if isinstance(written, Exception):
+            log.warning("attribute catalogue: observations not written (%s)", written)
+        return outcome

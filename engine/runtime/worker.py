@@ -55,6 +55,7 @@ class HanaWorker(SimpleWorker):
             ("stalled queues", lambda: jobs.sweep_stalled_queues(self.connection)),
             ("open actions", lambda: delivery.rescue_actions(context)),
             ("retention", lambda: context.retention.trim(max_events=context.settings.max_events)),
+            ("attribute catalogue", context.catalogue.flush),  # what this worker gathered while others took the rest
         )
         for name, task in tasks:  # each on its own: one failing must not skip the others
             try:
@@ -107,6 +108,7 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
             log.info("worker: rule set %s, %d rules", context.rule_set.version, len(context.rule_set.rules))
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
             worked = worker.work(burst=burst, with_scheduler=True, logging_level=level) or worked
+            _flush_catalogue(context)
             if burst or worker.stop_asked:
                 return worked
             log.error("worker: RQ's loop ended on an error; starting again in %.0fs", wait)
@@ -125,6 +127,14 @@ def run_worker(settings: Settings, connection: redis.Redis, *, burst: bool = Fal
         if stop.wait(wait):
             return worked
         wait = min(wait * 2, MAX_RESTART_WAIT)
+
+
+def _flush_catalogue(context: worker_context.WorkerContext) -> None:
+    """The attribute names this worker gathered and had not written yet: best effort, on the way out."""
+    try:
+        context.catalogue.flush()
+    except redis.RedisError as exc:
+        log.warning("worker: attribute catalogue not written on the way out (%s)", exc)
 
 
 def _make_room(connection: redis.Redis, settings: Settings) -> None:

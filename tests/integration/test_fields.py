@@ -17,7 +17,7 @@ from engine.runtime.journal import Journal
 from engine.runtime.retention import Retention
 from engine.runtime.worker import build_worker
 from tests.conftest import SHOP_A, SHOP_B
-from tests.helpers import let_redis_time_pass, sample
+from tests.helpers import let_redis_time_pass, sample, wait_for
 
 RULES = """
 rules:
@@ -184,3 +184,30 @@ def test_the_cli_prints_a_table_or_the_json(deploy) -> None:  # noqa: ANN001
     assert wrong.returncode == 2 and "customer" in wrong.stderr
     empty = app.cli("fields", "--application", SHOP_B)
     assert "No attributes seen yet" in empty.stdout
+
+
+def test_a_busy_worker_gathers_what_events_carried_and_writes_it_in_one_call(redis_client: redis.Redis) -> None:
+    """While other events wait, observations are merged in memory and ride along a commit each second."""
+    pending = fields.Pending(redis_client)
+    catalogue = fields.Catalogue(redis_client)
+
+    def carried(value: str) -> tuple[fields.CatalogueWrite, ...]:
+        return fields.catalogue_writes({"application": {"id": SHOP_A}, "lead": {"id": "L1", "x": value}}, frozenset())
+
+    for value in ("a", "b"):
+        assert pending.offer(carried(value), idle=False) == []  # gathered: nothing written yet
+        pending.committed()
+    assert pending.offer(carried("lost"), idle=False) == []  # its commit failed: it is processed again
+    assert catalogue.listing()["fields"] == []
+
+    arguments = wait_for(lambda: pending.offer(carried("c"), idle=False), what="a second to pass")
+    pending.script(keys=[], args=arguments)  # what the commit's pipeline does
+    seen = by_name(catalogue.listing())
+    assert seen["lead.x"]["count"] == 3 and seen["lead.x"]["examples"] == ["c", "b", "a"]
+    assert seen["lead.id"]["count"] == 3
+
+    assert pending.offer(carried("d"), idle=False) == []
+    pending.committed()
+    pending.flush()  # the worker's maintenance, and its way out
+    assert by_name(catalogue.listing())["lead.x"]["examples"] == ["d", "c", "b"]
+    assert pending.offer(carried("e"), idle=True)  # nothing else waits: written with this commit
