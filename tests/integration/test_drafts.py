@@ -20,6 +20,7 @@ from engine.config import Settings
 from engine.runtime import dry_runs
 from engine.runtime.connection import receiver_client
 from engine.runtime.drafts import PATH_REFUSED
+from engine.runtime.events import EventStore
 from engine.runtime.worker import build_worker
 from engine.web.app import create_app
 from tests.conftest import SHOP_A_TOKEN
@@ -197,9 +198,20 @@ def test_a_dry_run_lists_per_rule_the_events_whose_outcome_changes_and_changes_n
     assert {e["id"] for e in greet["events"]} == {*youtube, *tiki, late}
     assert all(e["received_at"] for e in greet["events"]) and greet["file"].endswith("rules.yaml")
 
+    # A replay reads only what it needs of each event (not its trace): the very context the worker saw.
+    stored = EventStore(redis_client)
+    replayed = [*youtube, *tiki, late]
+    for event_id, partial in zip(replayed, dry_runs.load_for_replay(redis_client, replayed), strict=True):
+        whole = stored.load(event_id)
+        assert partial is not None and whole is not None and partial.context == whole.context
+        assert (partial.status, partial.body, partial.type) == (whole.status, whole.body, whole.type)
+
     # A retried job whose chunk is done counts nothing twice; nothing went live, nothing was sent.
     dry_runs.run_chunk(run_id, 0)
+    redis_client.hset(f"hr:dry-run:{run_id}", "status", "running")  # as if the run were still going
+    dry_runs.run_chunk(run_id, 0)  # a chunk two behind: its work is in the tally already
     assert client.get(f"/admin/dry-runs/{run_id}").json["rules"] == report["rules"]
+    assert redis_client.llen("rq:queue:drafts") == 0
     assert client.get("/admin/rules").json["version"] == running
     assert redis_client.llen("rq:queue:actions") == 0
     assert 0 < redis_client.ttl(f"hr:dry-run:{run_id}") <= dry_runs.TTL_SECONDS
