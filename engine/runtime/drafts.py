@@ -18,6 +18,7 @@ from typing import Any
 from engine.config import Settings
 from engine.rules.errors import RuleError, RuleSetError
 from engine.rules.loader import display_name, read_texts, rule_files
+from engine.rules.reads import Seen, unseen_attributes
 from engine.rules.ruleset import RuleSet
 from engine.runtime.loading import compile_rules
 
@@ -35,6 +36,7 @@ class ValidationResult:
 
     errors: tuple[RuleError, ...]
     rule_set: RuleSet | None
+    warnings: tuple[RuleError, ...] = ()  # attributes no event ever carried: worth a look, never a refusal
 
     @property
     def version(self) -> str | None:
@@ -44,6 +46,7 @@ class ValidationResult:
         keys = ("file", "line", "column", "rule", "path", "message", "hint", "text")
         return {
             "errors": [{key: error.as_json().get(key) for key in keys} for error in self.errors],
+            "warnings": [{key: warning.as_json().get(key) for key in keys} for warning in self.warnings],
             "rules": len(self.rule_set.rules) if self.rule_set is not None else None,
             "version": self.version,
         }
@@ -108,13 +111,21 @@ def compile_draft_texts(settings: Settings, files: Mapping[str, str]) -> tuple[R
         raise RuleSetError([_renamed(error, names) for error in exc.errors]) from exc
 
 
-def validate_draft(settings: Settings, files: Mapping[str, str]) -> ValidationResult:
-    """Every error of the set with the drafts in place (none: the candidate set); DraftPathError for a bad path."""
+def validate_draft(settings: Settings, files: Mapping[str, str], *, seen: Seen | None = None) -> ValidationResult:
+    """Every error of the set with the drafts in place (none: the candidate set); DraftPathError for a bad path.
+
+    `seen`, the attribute catalogue's names (fields.Catalogue.seen): a valid set also gets a warning for
+    each attribute a rule reads that no event of its applications ever carried.
+    """
     try:
         rule_set = compile_draft(settings, files)
     except RuleSetError as exc:
         return ValidationResult(errors=tuple(exc.errors), rule_set=None)
-    return ValidationResult(errors=(), rule_set=rule_set)
+    if not seen:
+        return ValidationResult(errors=(), rule_set=rule_set)
+    names = draft_texts(settings, files)[2]
+    warnings = tuple(_renamed(warning, names) for warning in unseen_attributes(rule_set, seen))
+    return ValidationResult(errors=(), rule_set=rule_set, warnings=warnings)
 
 
 def files_from_body(body: object) -> dict[str, str]:

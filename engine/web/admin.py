@@ -9,6 +9,7 @@ import hmac
 import json
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from engine.config import Settings
@@ -67,6 +68,14 @@ def authenticate() -> tuple[Response, int] | None:
     return None
 
 
+def catalogue_names(connection: Any) -> Any:
+    """The attribute names events carried, for validation's warnings; None (no warnings) when Redis is away."""
+    try:
+        return Catalogue(connection).seen()
+    except redis.RedisError:
+        return None
+
+
 def _body() -> dict[str, Any]:
     try:
         data = request.get_json(silent=True)
@@ -93,7 +102,7 @@ def validate() -> tuple[Response, int]:
     except ValueError as exc:
         return error(400, str(exc))
     try:
-        result = validate_draft(_settings(), files)
+        result = validate_draft(_settings(), files, seen=catalogue_names(current_app.extensions["hana_rules.redis"]))
     except DraftPathError as exc:
         return error(400, str(exc))
     return jsonify(result.as_json()), 200

@@ -28,6 +28,7 @@ from engine.rules.vocabulary import vocabulary as rule_words
 from engine.runtime import drafts, dry_runs, history, rule_files
 from engine.runtime.fields import Catalogue
 from engine.runtime.views import EventFilter, list_events
+from engine.web.admin import catalogue_names
 from engine.web.console.operations import form_from_event, simulate_form
 from engine.web.console.pages import _settings, blueprint, redis_connection, refusal, running_rules
 from engine.web.console.problems import rule_problem
@@ -121,7 +122,10 @@ def editor_act() -> Any:
         candidate = drafts.compile_draft(_settings(), {name: text})
     except RuleSetError as exc:
         return _page(name, text, expected=expected, errors=exc.errors, outcome=outcome)
-    if action == "diff":
+    if action == "check":
+        found = drafts.validate_draft(_settings(), {name: text}, seen=catalogue_names(redis_connection()))
+        outcome["warnings"] = [_shown_error(warning) for warning in found.warnings]
+    elif action == "diff":
         outcome["diffs"] = diff_files({name: _running_text(name) or ""}, {name: text})
     elif action == "try":
         chosen = form_from_event(form.get("event", "")) if form.get("event") else None
@@ -204,12 +208,13 @@ def validate() -> Any:
         except RecursionError:  # nested thousands deep: not a draft
             body = None
         files = drafts.files_from_body(body)
-        result = drafts.validate_draft(_settings(), files)
+        result = drafts.validate_draft(_settings(), files, seen=catalogue_names(redis_connection()))
     except (ValueError, drafts.DraftPathError) as exc:
         return jsonify({"errors": [], "summary": rule_problem(str(exc))}), 400
     answer = result.as_json()
-    answer["errors"] = [{**e, "message": rule_problem(e["message"] or ""), "hint": rule_problem(e["hint"] or "")}
-                        for e in answer["errors"]]  # fmt: skip
+    for kind in ("errors", "warnings"):
+        answer[kind] = [{**e, "message": rule_problem(e["message"] or ""), "hint": rule_problem(e["hint"] or "")}
+                        for e in answer[kind]]  # fmt: skip
     count = len(answer["errors"])
     answer["summary"] = (ngettext("%(num)d error", "%(num)d errors", count) if count
                          else ngettext("No error: %(num)d rule in the set", "No error: %(num)d rules in the set",
