@@ -228,7 +228,8 @@ def test_a_rule_from_a_starter_is_saved_as_shown_and_a_second_one_gets_its_own_i
     log_in(page, served, "editor")
     page.get_by_role("link", name="Tag a lead that comes from Facebook").click()
     assert page.get_by_label("File name, inside the rules folder").input_value() == "tag-facebook-lead.yaml"
-    wait_for(lambda: page.locator("#lint-status").inner_text().startswith("No error"), what="the starter to check clean")
+    checked = page.locator("#lint-status")
+    wait_for(lambda: checked.inner_text().startswith("No error"), what="the starter to check clean")
     page.get_by_label("What changed, for the history (optional)").fill("tag Facebook leads")
     page.get_by_role("button", name="Save and publish").click()
     assert page.get_by_role("status").inner_text().startswith("Saved and published")
