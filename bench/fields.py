@@ -7,9 +7,10 @@ embedded Redis, the example rules loaded, distinct leads accepted through the re
 own accept script. Workers with the catalogue (as shipped) and workers started with it
 turned off (engine.runtime.fields.MAX_ATTRIBUTES = 0) take turns, --rounds times each, so
 that drift on a shared machine hits both alike; the median of each is shown, for the
-sample lead (8 attributes) and for a lead of --wide attributes. Beside them, the Redis time
-per event of every script call (INFO commandstats: the catalogue's part of the commit is
-the difference) and the Python time of `catalogue_writes` for one event.
+sample lead (8 attributes) and for a lead of --wide attributes. Beside them, Redis's time
+in scripts per event (INFO commandstats: accept, commit and the rest; the catalogue's own
+script, fields.lua, is the difference) and the Python time of `catalogue_writes` for one
+event.
 """
 
 from __future__ import annotations

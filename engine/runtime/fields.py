@@ -58,30 +58,28 @@ MAX_CATALOGUES = 200
 MAX_NAME = 200
 EXAMPLES = 3
 EXAMPLE_LENGTH = 40
-#: A type from the name's prefix wins over what one value looks like (Hana's own typing).
-PREFIX_TYPES = (("cf_string_", "string"), ("cf_number_", "number"), ("cf_enum_", "enum"), ("cf_date_", "date"))
+#: A type from the name's prefix (`cf_<word>_`) wins over what one value looks like (Hana's own typing).
+_PREFIXED = {"string": "string", "number": "number", "enum": "enum", "date": "date"}
+#: The type of a value without a prefix to go by (text is looked at more closely: a date, or text).
+_BY_VALUE: dict[type, str] = {bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
 #: Entities as the API takes them: `ticket` is Hana's word for an opportunity.
 ENTITY_NAMES = {"lead": "lead", "opportunity": "opportunity", "ticket": "opportunity"}
 
 
 def type_of(name: str, value: Any) -> str:
     """The attribute's Hana type: from its prefix, else from the value; '' for null (says nothing)."""
-    for prefix, kind in PREFIX_TYPES:
-        if name.startswith(prefix):
-            return kind
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    if is_date_attribute(name) or (isinstance(value, str) and value[:1].isdigit() and parse_hana_date(value)):
-        return "date"  # both of Hana's date forms start with a digit: other text is not parsed
-    return "list" if is_array_attribute(name) else "string"
+    if name.startswith("cf_"):
+        word, underscore, _ = name[3:].partition("_")
+        if underscore and word in _PREFIXED:
+            return _PREFIXED[word]
+    kind = _BY_VALUE.get(type(value))
+    if kind is not None:
+        return kind
+    if isinstance(value, str):
+        if is_date_attribute(name) or (value[:1].isdigit() and parse_hana_date(value)):
+            return "date"  # both of Hana's date forms start with a digit: other text is not parsed
+        return "list" if is_array_attribute(name) else "string"
+    return "" if value is None else "string"
 
 
 def shown(value: Any) -> str:

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import redis
 
 from engine.config import Settings
@@ -79,6 +80,16 @@ def test_the_worker_records_each_attribute_with_its_type_count_and_examples(depl
     only = app.admin("GET", "/admin/fields", params={"entity": "ticket", "application": SHOP_A}).json()
     assert [r["name"] for r in only["fields"]] == ["cf_number_gia", "id"]
     assert app.admin("GET", "/admin/fields", params={"application": SHOP_B}).json()["fields"] == []
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("cf_string_x", 1, "string"), ("cf_number_x", "many", "number"), ("cf_enum_x", None, "enum"),
+    ("cf_date_x", "soon", "date"), ("cf_stringx", 5, "number"), ("x", True, "boolean"), ("x", 1.5, "number"),
+    ("x", [1], "list"), ("x", {"a": 1}, "object"), ("x", None, ""), ("baseBirthday", "14-09-2020", "date"),
+    ("x", "2020-09-13T17:00:00.000Z", "date"), ("x", "0978712200", "string"), ("baseSourceInput", "a,b", "list"),
+])  # fmt: skip
+def test_a_type_comes_from_the_prefix_else_from_the_value(name: str, value: Any, expected: str) -> None:
+    assert fields.type_of(name, value) == expected
 
 
 def test_examples_are_the_three_latest_distinct_values_cut_to_40_characters(deploy) -> None:  # noqa: ANN001
