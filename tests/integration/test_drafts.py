@@ -91,7 +91,7 @@ def test_validate_underlines_a_typo_at_its_line_with_the_rest_of_the_set_from_di
     # The same text as on disk is the running version: the very naming and compiler reload uses.
     running = client.get("/admin/rules").json["version"]
     same = validate(client, {"files": {"rules.yaml": RULES}})
-    assert same == {"errors": [], "rules": 1, "version": running}
+    assert same == {"errors": [], "warnings": [], "rules": 1, "version": running}
     assert validate(client, {"files": {}}) == same
     edited = validate(client, {"path": "rules.yaml", "text": DRAFT})
     assert edited["errors"] == [] and edited["rules"] == 2 and edited["version"] != running
