@@ -161,7 +161,11 @@ def test_dry_run_diff_save_history_and_rollback(page, served: Served) -> None:
     assert rules_file(served, "team.yaml").read_bytes() == typed.encode()
     after = admin(served, "/admin/rules")["version"]
     assert after != before
-    page.get_by_role("link", name="See the history").click()
+    fired = post_sample(served, id="lead-after-save", cf_string_hang="VIP")  # the next real event fires it
+    event_done(page, served, fired)
+    assert page.locator("section.rule-card.matched", has_text="vip-note").count() == 1
+    page.goto(console_url(served) + "editor/file/team.yaml")
+    page.get_by_role("link", name="History").click()
     newest = page.locator("table.history tbody tr").first
     assert "VIP note on new leads too" in newest.inner_text() and after[:12] in newest.inner_text()
     shoot(page, "history-en")
@@ -242,3 +246,20 @@ def test_a_rule_from_a_starter_is_saved_as_shown_and_a_second_one_gets_its_own_i
     page.get_by_role("button", name="Run this file's tests").click()
     assert page.locator("ul.tests li.pass").count() >= 1 and page.locator("ul.tests li.fail").count() == 0
     shoot(page, "editor-starter-en")
+
+
+def test_without_javascript_the_editor_is_a_textarea_checked_on_submit(browser, served: Served) -> None:
+    context = browser.new_context(java_script_enabled=False, locale="en-US")
+    page = context.new_page()
+    try:
+        log_in(page, served, "editor/file/team.yaml")
+        assert page.locator(".CodeMirror").count() == 0
+        area = page.get_by_label("Rules (YAML).", exact=False)
+        area.fill(TEAM_RULES.replace("on: lead.updated", "on: lead.creatd"))
+        page.get_by_role("button", name="Check").click()
+        mistake = page.locator("ul.errors li").first.inner_text()
+        assert mistake.startswith("team.yaml:5:") and "did you mean 'lead.created'?" in mistake
+        assert "on: lead.creatd" in page.locator("textarea#rule-text").input_value()  # what was typed is kept
+        shoot(page, "editor-no-js-en")
+    finally:
+        context.close()
