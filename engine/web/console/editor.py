@@ -234,6 +234,10 @@ def vocabulary() -> Any:
         known["count"] += row["count"]
         known["examples"] = (known["examples"] + [e for e in row["examples"] if e not in known["examples"]])[:3]
     words["attributes"] = sorted(by_name.values(), key=lambda a: (-a["count"], a["name"]))
-    words["labels"] = {"key": _("key"), "operator": _("operator"), "modifier": _("modifier"), "event": _("event"),
-                       "filter": _("filter"), "context": _("context")}  # fmt: skip
+    words["labels"] = {
+        "key": _("key"), "operator": _("operator"), "modifier": _("modifier"), "event": _("event"),
+        "filter": _("filter"), "context": _("context"), "example": _("a value Hana sent"),
+        "types": {"string": _("text"), "number": _("number"), "enum": _("choice"), "date": _("date"),
+                  "list": _("list"), "boolean": _("yes/no"), "object": _("object")},
+    }  # fmt: skip
     return jsonify(words)

@@ -34,7 +34,7 @@ from engine.runtime.intake import ReplayRefused
 from engine.runtime.views import EventFilter, list_events
 from engine.sentences import LANGUAGES, TRANSLATIONS, describe, language_of, translations, value_text
 from engine.web.console import access
-from engine.web.console.problems import in_words
+from engine.web.console.problems import in_words, rule_problem
 
 blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                       static_folder="static", static_url_path="/static")  # fmt: skip
@@ -117,6 +117,7 @@ def template_helpers() -> dict[str, Any]:
         "type_words": type_words(),
         "logged_in": access.logged_in(),
         "in_words": in_words,
+        "rule_words": rule_problem,
         "source_words": source_words(),
     }
 
@@ -279,7 +280,8 @@ def event(event_id: str) -> Any:
         "matched": stored.document("matched") or [],
     }  # fmt: skip
     return render_template("event.html", event=redact(story, secrets), done=request.args.get("done"),
-                           read_only=_settings().console.read_only)  # fmt: skip
+                           read_only=_settings().console.read_only,
+                           running_ids={rule.id for rule in running_rules().rules})  # fmt: skip
 
 
 def _no_event(event_id: str) -> tuple[str, int]:

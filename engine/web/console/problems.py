@@ -93,7 +93,22 @@ def _rule_known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str
         (r"unknown key (?P<name>'[^']*') here", lambda m: _("unknown key %(name)s here", **m)),
         (r"unknown operator or key (?P<name>'[^']*') in a condition", lambda m: _(
             "unknown operator or key %(name)s in a condition", **m)),
-        (r"not valid YAML: (?P<detail>.*)", lambda m: _("not valid YAML: %(detail)s", **m)),
+        (r"not valid YAML: (?P<detail>.*)", lambda m: _("not valid YAML: %(detail)s",
+                                                         detail=_yaml_words().get(m["detail"], m["detail"]))),
+        (r"(?P<name>\S+) has never been seen in (?P<entity>lead|opportunity) events; did you mean (?P<close>\S+)\?",
+         lambda m: _("%(name)s has never been seen in %(entity)s events; did you mean %(close)s?", **m)),
+        (r"(?P<name>\S+) has never been seen in (?P<entity>lead|opportunity) events", lambda m: _(
+            "%(name)s has never been seen in %(entity)s events", **m)),
+        (r"the names come from the (?P<entity>\w+) events received so far \(hana-rules fields\); check the "
+         r"spelling, or ignore this if Hana has not sent this attribute yet", lambda m: _(
+            "the names come from the %(entity)s events received so far; check the spelling, or ignore this if "
+            "Hana has not sent this attribute yet", **m)),
+        (r"expected (?P<rule>\S+) to match, but there is no rule with that id", lambda m: _(
+            "expected %(rule)s to match, but there is no rule with that id", **m)),
+        (r"expected (?P<rule>\S+) to match, but it did not: (?P<why>.*)", lambda m: _(
+            "expected %(rule)s to match, but it did not: %(why)s", **m)),
+        (r"expected (?P<rule>\S+) not to match, but it did", lambda m: _(
+            "expected %(rule)s not to match, but it did", **m)),
         (r"(?P<name>'[^']*') is required here", lambda m: _("%(name)s is required here", **m)),
         (r"template syntax error: (?P<detail>.*)", lambda m: _("template syntax error: %(detail)s", **m)),
         (r"duplicate rule id (?P<name>'[^']*') \(first defined at (?P<where>[^)]*)\)", lambda m: _(
@@ -104,6 +119,22 @@ def _rule_known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str
         (r"expected a text or a list, got a (?P<kind>[a-z]+)", lambda m: _(
             "expected a text or a list, got a %(kind)s", **m)),
     ))  # fmt: skip
+
+
+def _yaml_words() -> dict[str, str]:
+    """PyYAML's most frequent complaints, which come after "not valid YAML: "."""
+    return {
+        "could not find expected ':'": _("a ':' is missing after a key"),
+        "did not find expected '-' indicator": _("a list item's '-' is missing (is the indentation right?)"),
+        "mapping values are not allowed here": _(
+            "a value cannot go here (a space missing after ':', or the indentation is off?)"),
+        "did not find expected key": _("a key is missing here (is the indentation right?)"),
+        "found character that cannot start any token": _(
+            "a character that cannot start a value here (a Tab? YAML indents with spaces only)"),
+        "did not find expected ',' or ']'": _("a ',' or the closing ']' of a list is missing"),
+        "did not find expected ',' or '}'": _("a ',' or the closing '}' is missing"),
+        "found unexpected end of stream": _("the file ends inside a quoted text or a bracket"),
+    }  # fmt: skip
 
 
 _RULE_KNOWN = _rule_known()

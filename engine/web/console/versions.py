@@ -65,7 +65,10 @@ def rollback(version_id: str) -> Any:
             error = "; ".join(f"{e.file}:{e.line}:{e.column} {rule_problem(e.message)}" for e in exc.errors[:5])
         except rule_files.RuleFileError as exc:
             error = rule_problem(str(exc))
-    return render_template("rollback.html", version=found, running=running_rules().version, error=error)
+    on_disk = {f.name for f in rule_files.list_files(_settings().rules_dir)}
+    kept = {found.paths.get(file) or history.path_in(_settings().rules_dir, file) for file in found.files}
+    return render_template("rollback.html", version=found, running=running_rules().version, error=error,
+                           removed=sorted(on_disk - kept), written=sorted(n for n in kept if n))  # fmt: skip
 
 
 @blueprint.post("/rules/<rule_id>/enabled")
@@ -104,7 +107,8 @@ def add_event_test(event_id: str) -> Any:
     test = new_test(f"event {event_id} ({stored.type}, {stored.received_at[:10]})", stored.type, body,
                     previous={entity: known} if known else None, matched=matched, not_matched=listened)  # fmt: skip
     return _edit(rule.file, lambda text: add_test(text, test), message=f"test from event {event_id} (console)",
-                 back=url_for("console.event", event_id=event_id, done="test-added"))  # fmt: skip
+                 back=url_for("console.event", event_id=event_id, done="test-added",
+                              file=history.path_in(_settings().rules_dir, rule.file)))  # fmt: skip
 
 
 def _edit(file: str, change: Any, *, message: str, back: str) -> Any:

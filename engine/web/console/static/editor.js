@@ -77,7 +77,7 @@
   }
 
   var editor = CodeMirror.fromTextArea(area, {
-    mode: "yaml", lineNumbers: true, indentUnit: 2, tabSize: 2, lineWrapping: true,
+    mode: "yaml", lineNumbers: true, indentUnit: 2, tabSize: 2, lineWrapping: false,
     gutters: ["CodeMirror-lint-markers"],
     extraKeys: {
       "Ctrl-Space": "autocomplete",
@@ -86,13 +86,21 @@
     lint: {getAnnotations: validate, async: true, delay: 600}
   });
   editor.getWrapperElement().setAttribute("aria-label", area.getAttribute("aria-label") || "YAML");
-  form.addEventListener("submit", function () { editor.save(); });
+
+  /* Leaving with changes not saved asks first; the form's own buttons (check, try, save…) post the draft. */
+  var opened = editor.getValue();
+  var posting = false;
+  form.addEventListener("submit", function () { editor.save(); posting = true; });
+  window.addEventListener("pageshow", function () { posting = false; });
+  window.addEventListener("beforeunload", function (event) {
+    if (!posting && editor.getValue() !== opened) { event.preventDefault(); event.returnValue = ""; }
+  });
 
   /* Completion ------------------------------------------------------------------------------- */
 
-  function item(text, kind, detail, examples) {
+  function item(text, kind, detail, examples, insert) {
     return {
-      text: text, displayText: text,
+      text: insert || text, displayText: text,
       render: function (element) {
         var name = document.createElement("span");
         name.className = "hint-name";
@@ -114,10 +122,18 @@
 
   function candidates(line, before) {
     if (!words) { return []; }
+    var types = words.labels.types || {};
     var attributes = (words.attributes || []).map(function (a) {
-      return item(a.name, a.type, a.count + "×", a.examples);
+      return item(a.name, types[a.type] || a.type || "", a.count + "×", a.examples);
     });
     var context = (words.context || []).map(function (name) { return item(name, words.labels.context); });
+    var operand = /^\s*(-\s+)?(equals|not_equals|in|not_in|contains|not_contains|contains_any|contains_all|starts_with|ends_with|from|to):\s*["']?[^"']*$/.exec(before);
+    if (operand && line.field) {
+      var known = (words.attributes || []).filter(function (a) { return a.name === line.field; })[0];
+      if (known && known.examples.length) {
+        return known.examples.map(function (value) { return item(value, words.labels.example); });
+      }
+    }
     if (/\|\s*[\w]*$/.test(before) && /{{|{%/.test(before)) {
       return words.filters.map(function (name) { return item(name, words.labels.filter); });
     }
@@ -128,9 +144,11 @@
       return attributes.concat(context);
     }
     if (/^\s*(-\s+)?\{?[\w]*$/.test(before) || /[{,]\s*[\w]*$/.test(before)) {
-      return words.keys.map(function (name) { return item(name, words.labels.key); })
-        .concat(words.operators.map(function (name) { return item(name, words.labels.operator); }))
-        .concat(words.modifiers.map(function (name) { return item(name, words.labels.modifier); }));
+      var asKey = function (label) { return function (name) { return item(name, label, "", null, name + ": "); }; };
+      var keys = words.keys.map(asKey(words.labels.key));
+      var operators = words.operators.map(asKey(words.labels.operator))
+        .concat(words.modifiers.map(asKey(words.labels.modifier)));
+      return line.inCondition ? operators.concat(keys) : keys.concat(operators);
     }
     return attributes;
   }
@@ -142,7 +160,13 @@
     var start = cursor.ch;
     while (start > 0 && /[\w.*\-]/.test(text.charAt(start - 1))) { start -= 1; }
     var typed = text.slice(start, cursor.ch).toLowerCase();
-    var line = {previous: cursor.line > 0 ? cm.getLine(cursor.line - 1) : ""};
+    var line = {previous: cursor.line > 0 ? cm.getLine(cursor.line - 1) : "", field: null, inCondition: false};
+    /* The condition the cursor is in: the nearest `field:`/`changed:` above, at this item's level. */
+    for (var above = cursor.line; above >= 0 && above > cursor.line - 8; above -= 1) {
+      var seen = /^\s*(-\s+)?(field|changed):\s*["']?([\w.]+)/.exec(cm.getLine(above));
+      if (seen) { line.field = seen[3]; line.inCondition = true; break; }
+      if (above < cursor.line && /^\s*-\s/.test(cm.getLine(above))) { break; }
+    }
     var list = candidates(line, before).filter(function (entry) {
       var name = entry.text.toLowerCase();
       return !typed || (name.indexOf(typed) === 0 || name.indexOf(typed) > -1 && typed.length > 2) && name !== typed;
