@@ -194,7 +194,8 @@ def compile_files(loaded: LoadedFiles) -> RuleSet:
     secrets = frozenset(s for f in loaded.files for s in f.document.secrets)
     if errors:
         # Values that came from ${NAME} are secrets: an error may quote a value, never one of those.
-        raise RuleSetError([replace(e, message=redact(e.message, secrets), hint=redact(e.hint, secrets))
+        raise RuleSetError([replace(e, message=redact(e.message, secrets), hint=redact(e.hint, secrets),
+                                    rule_id=redact(e.rule_id, secrets), path=redact(e.path, secrets))
                             for e in errors])  # fmt: skip
     ordered = tuple(sorted(rules, key=lambda r: (-r.priority, r.order)))
     by_event = {event_type: tuple(r for r in ordered if r.enabled and event_type in r.events)

@@ -53,6 +53,9 @@ class _AnyVariable(Mapping[str, str]):
     def __len__(self) -> int:
         return 0
 
+    def __bool__(self) -> bool:  # empty to iterate, yet never taken for "no environment given"
+        return True
+
 
 def set_enabled(text: str, rule_id: str, enabled: bool) -> str:
     """`text` with rule `rule_id`'s `enabled:` set; unchanged when it already says so.

@@ -15,6 +15,7 @@ the rule's tests and the playground show.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -55,15 +56,21 @@ def unseen_attributes(rule_set: object, seen: Seen) -> list[RuleError]:
     applications: an empty catalogue means no data yet, not that every name is wrong.
     """
     warnings: list[RuleError] = []
+    pools: dict[tuple[frozenset[str] | None, str], tuple[tuple[str, ...], frozenset[str]]] = {}  # made once
     for rule in getattr(rule_set, "rules", ()):
         reads: Iterable[FieldRead] = getattr(rule, "reads", ())
+        applications = getattr(rule, "applications", None)
         for read in reads:
-            names = _names(seen, getattr(rule, "applications", None), read.entity)
-            if not names or read.attribute in names:
+            key = (frozenset(applications) if applications is not None else None, read.entity)
+            if key not in pools:
+                found = _names(seen, applications, read.entity)
+                pools[key] = (tuple(sorted(found)), frozenset(found))
+            names, known = pools[key]
+            if not names or read.attribute in known:
                 continue
             wanted = f"{read.entity}.{read.attribute}"
             message = f"{wanted} has never been seen in {read.entity} events"
-            close = difflib.get_close_matches(read.attribute, sorted(names), n=1, cutoff=0.6)
+            close = _closest(read.attribute, names)
             if close:
                 message += f"; did you mean {read.entity}.{close[0]}?"
             hint = (
@@ -72,6 +79,13 @@ def unseen_attributes(rule_set: object, seen: Seen) -> list[RuleError]:
             )
             warnings.append(RuleError(rule.file, read.line, read.column, message, rule.id, read.path, hint))
     return sorted(warnings, key=lambda w: (w.file, w.line, w.column))
+
+
+@functools.lru_cache(maxsize=4096)
+def _closest(attribute: str, names: tuple[str, ...]) -> list[str]:
+    """The seen name nearest to `attribute`: remembered, since the editor asks again at each pause in typing
+    (difflib against 500 names costs milliseconds per attribute)."""
+    return difflib.get_close_matches(attribute, names, n=1, cutoff=0.6)
 
 
 def _names(seen: Seen, applications: Collection[str] | None, entity: str) -> set[str]:

@@ -10,9 +10,12 @@ Errors come back under the same names, so the editor finds its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from typing import Any
 
 from engine.config import Settings
@@ -28,6 +31,26 @@ PATH_REFUSED = "path must be a rule file inside rules_dir (a relative path endin
 
 class DraftPathError(ValueError):
     """A draft named by a path that is not a rule file inside rules_dir."""
+
+
+class ChecksBusy(Exception):
+    """Another draft is being compiled in this process: answer "try again in a moment" (429)."""
+
+
+#: Compiling a draft is CPU work on the receiver's own request threads (SPEC §10: one process and port),
+#: so a process compiles one draft at a time: Hana's webhooks keep the other threads, and a burst of
+#: typing pauses from several editors cannot take them all (bench/dry_run_load.py).
+_ONE_CHECK = threading.BoundedSemaphore(1)
+
+
+@contextmanager
+def one_check_at_a_time() -> Iterator[None]:
+    if not _ONE_CHECK.acquire(blocking=False):
+        raise ChecksBusy("another draft is being checked in this process; try again in a moment")
+    try:
+        yield
+    finally:
+        _ONE_CHECK.release()
 
 
 @dataclass(frozen=True)
@@ -124,7 +147,9 @@ def validate_draft(settings: Settings, files: Mapping[str, str], *, seen: Seen |
     if not seen:
         return ValidationResult(errors=(), rule_set=rule_set)
     names = draft_texts(settings, files)[2]
-    warnings = tuple(_renamed(warning, names) for warning in unseen_attributes(rule_set, seen))
+    drafted = {name for name, path in names.items() if path in files}  # warn about the drafts, not the rest
+    own = SimpleNamespace(rules=[rule for rule in rule_set.rules if rule.file in drafted])
+    warnings = tuple(_renamed(warning, names) for warning in unseen_attributes(own, seen))
     return ValidationResult(errors=(), rule_set=rule_set, warnings=warnings)
 
 

@@ -33,6 +33,7 @@ import redis
 from rq import Retry
 
 from engine.hana import now_iso
+from engine.redaction import redact
 from engine.rules.ruleset import RuleSet
 from engine.runtime import context as worker_context
 from engine.runtime.dry_run import comparable, matched_rules
@@ -102,6 +103,7 @@ def read(connection: redis.Redis, run_id: str) -> dict[str, Any] | None:
         return None
     raw = {name: value.decode(errors="replace") for name, value in zip(_SHOWN, values, strict=True) if value}
     result = _json(raw.get("result"))
+    result = result if isinstance(result, dict) else {}  # damaged by hand: shown empty, never a 500
     drafts = _json(raw.get("drafts"))
     return {
         "id": run_id, "status": raw.get("status"), "error": raw.get("error"),
@@ -152,12 +154,13 @@ class Tally:
         """Every rule of the draft (a rule it matched nowhere too), then the running rules it drops."""
         rows = []
         seen: set[str] = set()
+        secrets = running.secrets | candidate.secrets  # a name may be written with ${NAME}
         for rule, in_draft in [*((r, True) for r in candidate.rules), *((r, False) for r in running.rules)]:
             if rule.id in seen or (not in_draft and candidate.rule(rule.id) is not None):
                 continue
             seen.add(rule.id)
             counts = self.counts.get(rule.id, {"matched": 0, "matched_before": 0, "changed": 0, "events": []})
-            rows.append({"id": rule.id, "name": rule.name, "file": rule.file, "line": rule.line,
+            rows.append({"id": rule.id, "name": redact(rule.name, secrets), "file": rule.file, "line": rule.line,
                          "in_draft": in_draft, "in_running": running.rule(rule.id) is not None, **counts})  # fmt: skip
         return {"compared": self.compared, "skipped": self.skipped, "rules": rows}
 

@@ -92,7 +92,8 @@ def publish(connection: redis.Redis, published_key: str, texts: dict[str, str], 
     a set was published already (nothing changes then)."""
     entry = {
         "version": version, "published_at": published_at, "source": Source(source).value,
-        "message": " ".join(message.split())[:MAX_MESSAGE],
+        # A message from a terminal may hold bytes that are not UTF-8 (a lone surrogate here): shown as "?".
+        "message": " ".join(message.encode("utf-8", "replace").decode("utf-8").split())[:MAX_MESSAGE],
         "paths": {name: path for name in texts if (path := path_in(rules_dir, name)) is not None},
     }  # fmt: skip
     files = json.dumps(texts, ensure_ascii=False)

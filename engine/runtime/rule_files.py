@@ -80,6 +80,10 @@ class WriteFailed(RuleFileError):
     """The disk refused the write (full, read-only, permissions); nothing was published."""
 
 
+class PublishFailed(WriteFailed):
+    """Written, but Redis refused the publish: the files were put back as they were, nothing changed."""
+
+
 class Conflict(RuleFileError):
     """The file changed on disk since the editor opened it; both versions, for the user to merge."""
 
@@ -212,9 +216,15 @@ def save(registry: RuleRegistry, name: str, text: str, *, expected: str | None, 
         texts[file] = _as_read(text)
         names = _names(settings.rules_dir) | {file: name}
         rule_set = _compiled(texts, registry, [e for e in read_errors if e.file != file], names)
+        path = resolve(settings.rules_dir, name)  # again, under the lock: a link swapped in since is refused
         _write(path, data, name)
         before = registry.rule_set.version
-        registry.publish(texts, rule_set, source=source, message=message or f"edited {name}")
+        try:
+            registry.publish(texts, rule_set, source=source, message=message or f"edited {name}")
+        except Exception as exc:  # Redis away or full: the disk goes back to what runs
+            _put_back({path: disk})
+            raise PublishFailed(f"{name} could not be published ({exc}); the file is back as it was: try again"
+                                ) from exc  # fmt: skip
     log.info("rules: %s saved (%d bytes) from %s; version %s", name, len(data), source, rule_set.version)
     return SaveResult(name, file, _sha256(data), rule_set.version, len(rule_set.rules), rule_set.version != before)
 
@@ -249,14 +259,22 @@ def rollback(registry: RuleRegistry, version_id: str, *, message: str = "", sour
         names = {file: path.relative_to(rules_dir).as_posix() for file, (path, _) in targets.items()}
         rule_set = _compiled(texts, registry, [], names)
         keep = {path.resolve() for path, _ in targets.values()}
-        written = tuple(names[file] for file, (path, text) in sorted(targets.items()) if _restore(path, text))
-        removed = []
-        for path in rule_files(rules_dir):
-            if path.resolve() not in keep:
+        gone = [path for path in rule_files(rules_dir) if path.resolve() not in keep]
+        originals = {path: _read(path) for path in [*(path for path, _ in targets.values()), *gone]}
+        try:
+            written = tuple(names[file] for file, (path, text) in sorted(targets.items()) if _restore(path, text))
+            removed = []
+            for path in gone:
                 _remove(path)
                 removed.append(path.relative_to(rules_dir).as_posix())
-        note = f"rollback to {version_id} ({source})" + (f": {message}" if message else "")
-        registry.publish(texts, rule_set, source=Source.ROLLBACK, message=note)
+            note = f"rollback to {version_id} ({source})" + (f": {message}" if message else "")
+            registry.publish(texts, rule_set, source=Source.ROLLBACK, message=note)
+        except Exception as exc:  # a write or the publish failed: every file goes back to what runs
+            _put_back(originals)
+            if isinstance(exc, WriteFailed):
+                raise
+            raise PublishFailed(f"the rollback could not be published ({exc}); the files are back as they were: "
+                                "try again") from exc  # fmt: skip
     log.info("rules: rolled back to %s from %s (%d written, %d removed); version %s", version_id, source,
              len(written), len(removed), rule_set.version)  # fmt: skip
     return RollbackResult(rule_set.version, len(rule_set.rules), version_id, written, tuple(removed))
@@ -317,6 +335,18 @@ def _restore(path: Path, text: str) -> bool:
                           "may be restored already, nothing was published: fix the disk and roll back again"
                           ) from exc  # fmt: skip
     return True
+
+
+def _put_back(originals: dict[Path, bytes | None]) -> None:
+    """Each file as it was before a save or rollback whose publish failed (None: it did not exist)."""
+    for path, data in originals.items():
+        try:
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_atomically(path, data)
+        except OSError as exc:
+            log.error("rules: could not put %s back after a failed publish: %s", path, exc)
 
 
 def _remove(path: Path) -> None:

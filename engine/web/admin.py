@@ -19,7 +19,15 @@ from engine.rules.errors import RuleSetError
 from engine.rules.testing import simulate
 from engine.runtime import dry_runs
 from engine.runtime.action_state import ActionStore, DamagedRecord
-from engine.runtime.drafts import DraftPathError, ValidationResult, compile_draft_texts, files_from_body, validate_draft
+from engine.runtime.drafts import (
+    ChecksBusy,
+    DraftPathError,
+    ValidationResult,
+    compile_draft_texts,
+    files_from_body,
+    one_check_at_a_time,
+    validate_draft,
+)
 from engine.runtime.dry_run import DEFAULT_EVENTS, dry_run
 from engine.runtime.events import EventStore, StoredEvent
 from engine.runtime.fields import Catalogue, entity_name
@@ -102,9 +110,13 @@ def validate() -> tuple[Response, int]:
     except ValueError as exc:
         return error(400, str(exc))
     try:
-        result = validate_draft(_settings(), files, seen=catalogue_names(current_app.extensions["hana_rules.redis"]))
+        with one_check_at_a_time():
+            seen = catalogue_names(current_app.extensions["hana_rules.redis"])
+            result = validate_draft(_settings(), files, seen=seen)
     except DraftPathError as exc:
         return error(400, str(exc))
+    except ChecksBusy as exc:
+        return error(429, str(exc))
     return jsonify(result.as_json()), 200
 
 

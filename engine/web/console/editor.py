@@ -19,6 +19,7 @@ from flask import Response, current_app, jsonify, redirect, render_template, req
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
+from engine.redaction import redact
 from engine.rules.diffs import diff_files
 from engine.rules.errors import RuleError, RuleSetError
 from engine.rules.loader import display_name
@@ -30,13 +31,16 @@ from engine.runtime.fields import Catalogue
 from engine.runtime.views import EventFilter, list_events
 from engine.web.admin import catalogue_names
 from engine.web.console.operations import form_from_event, simulate_form
-from engine.web.console.pages import _settings, blueprint, redis_connection, refusal, running_rules
+from engine.web.console.pages import _settings, blueprint, redis_connection, refusal, running_rules, secrets_now
 from engine.web.console.problems import rule_problem
 
 RECENT_EVENTS_OFFERED = 20
 #: A rule's `id:` line in a starter: made unique against the running set when the starter is opened.
 STARTER_ID = re.compile(r"^(\s*-\s+id:\s*)([\w.-]+)", re.MULTILINE)
 DRY_RUN_SIZES = (100, 1000, 5000, 10_000)
+#: Past this many characters a draft is checked when asked (Check), not at each pause: compiling it would
+#: hold one of the receiver's threads for seconds (a 2,500-rule file took 21 s).
+LONGEST_CHECKED_AS_YOU_TYPE = 200_000
 
 
 def _registry() -> Any:
@@ -92,7 +96,7 @@ def _unused(wanted: str, taken: set[str]) -> str:
 def editor_file(name: str) -> Any:
     try:
         path = rule_files.resolve(_settings().rules_dir, name)
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # as it is: read_text would turn CR LF into LF
     except rule_files.RefusedPath as exc:
         return Response(render_template("refused.html", title=_("Refused"), reason=rule_problem(str(exc))), 400)
     except (OSError, UnicodeDecodeError):
@@ -208,9 +212,15 @@ def validate() -> Any:
         except RecursionError:  # nested thousands deep: not a draft
             body = None
         files = drafts.files_from_body(body)
-        result = drafts.validate_draft(_settings(), files, seen=catalogue_names(redis_connection()))
+        if sum(len(text) for text in files.values()) > LONGEST_CHECKED_AS_YOU_TYPE:
+            return jsonify({"errors": [], "warnings": [], "summary": _(
+                "Too long to check as you type: press Check.")}), 200  # fmt: skip
+        with drafts.one_check_at_a_time():
+            result = drafts.validate_draft(_settings(), files, seen=catalogue_names(redis_connection()))
     except (ValueError, drafts.DraftPathError) as exc:
         return jsonify({"errors": [], "summary": rule_problem(str(exc))}), 400
+    except drafts.ChecksBusy:
+        return jsonify({"busy": True}), 429  # editor.js asks again in a moment, keeping its underlines
     answer = result.as_json()
     for kind in ("errors", "warnings"):
         answer[kind] = [{**e, "message": rule_problem(e["message"] or ""), "hint": rule_problem(e["hint"] or "")}
@@ -226,7 +236,7 @@ def validate() -> Any:
 def vocabulary() -> Any:
     """Completion words: the loader's keys, operators, events and filters, and the attributes Hana sent."""
     words = rule_words()
-    fields = Catalogue(redis_connection()).listing()["fields"]
+    fields = redact(Catalogue(redis_connection()).listing()["fields"], secrets_now())
     by_name: dict[str, dict[str, Any]] = {}
     for row in fields:
         name = row["name"] if row["name"].startswith(row["entity"] + ".") else f"{row['entity']}.{row['name']}"

@@ -153,7 +153,9 @@ def form_from_event(event_id: str) -> dict[str, str] | None:
     context = stored.context or {}
     entity = context.get("event", {}).get("entity")
     previous = (context.get("previous") or {}).get(entity) if entity else None
-    body = stored.shown_body
+    secrets = secrets_now()  # the form is shown and may be saved as a test: no secret in it
+    body = redact(stored.shown_body, secrets)
+    previous = redact(previous, secrets)
     return {"event_type": stored.type,
             "body": json.dumps(body, ensure_ascii=False, indent=2) if isinstance(body, dict | list) else body,
             "previous": json.dumps({entity: previous}, ensure_ascii=False, indent=2) if previous else ""}  # fmt: skip
@@ -168,13 +170,17 @@ def simulate_form(form: dict[str, str], rule_set: Any) -> tuple[str | None, list
         body = json.loads(form["body"])
     except ValueError as exc:
         return _("The body is not JSON: %(error)s", error=str(exc)), None
+    except RecursionError:
+        return _("The body is nested too deeply to be one Hana sends."), None
     try:
         previous = json.loads(form["previous"]) if form["previous"].strip() else None
     except ValueError as exc:
         return _("The previous state is not JSON: %(error)s", error=str(exc)), None
+    except RecursionError:
+        return _("The body is nested too deeply to be one Hana sends."), None
     if not isinstance(body, dict) or (previous is not None and not isinstance(previous, dict)):
         return _("The body and the previous state must be JSON objects, as Hana sends them."), None
-    secrets = secrets_now()
+    secrets = secrets_now() | rule_set.secrets  # a draft's own ${NAME} values too
     evaluation = simulate(rule_set, event_type, body, previous, secrets=secrets).as_json()
     rules = []
     for rule in redact(evaluation["rules"], secrets):

@@ -10,12 +10,13 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from engine.redaction import redact
 from engine.rules.editing import EditRefused, add_test, new_test, set_enabled
 from engine.rules.errors import RuleSetError
 from engine.runtime import dry_runs, history, rule_files
 from engine.runtime.events import EventStore
 from engine.web.console.editor import _registry, managed_elsewhere, read_only, sha256
-from engine.web.console.pages import _settings, blueprint, redis_connection, refusal, running_rules
+from engine.web.console.pages import _settings, blueprint, redis_connection, refusal, running_rules, secrets_now
 from engine.web.console.problems import rule_problem
 
 HISTORY_SHOWN = 100
@@ -95,12 +96,13 @@ def add_event_test(event_id: str) -> Any:
     rule = running_rules().rule(request.form.get("rule", ""))
     if stored is None or rule is None:
         return refusal(404)
-    body = stored.shown_body
+    secrets = secrets_now()  # a test is written into a file and the history: never a secret in it
+    body = redact(stored.shown_body, secrets)
     if not isinstance(body, dict):
         return _refused(_("This event's body is not a JSON object, so it cannot be a test."))
     context = stored.context or {}
     entity = context.get("event", {}).get("entity")
-    known = (context.get("previous") or {}).get(entity) if entity else None
+    known = redact((context.get("previous") or {}).get(entity), secrets) if entity else None
     in_file = {r.id for r in running_rules().rules if r.file == rule.file}
     matched = [r["id"] for r in stored.rule_results if r.get("matched") and r.get("id") in in_file]
     listened = [r["id"] for r in stored.rule_results if not r.get("matched") and r.get("id") in in_file]
@@ -118,7 +120,7 @@ def _edit(file: str, change: Any, *, message: str, back: str) -> Any:
     if name is None:
         return _refused(_("This rule's file is not inside the rules folder, so the console cannot change it."))
     try:
-        text = rule_files.resolve(rules_dir, name).read_text(encoding="utf-8")
+        text = rule_files.resolve(rules_dir, name).read_bytes().decode("utf-8")  # line endings as they are
         rule_files.save(_registry(), name, change(text), expected=sha256(text), message=message,
                         source=history.Source.CONSOLE)  # fmt: skip
     except EditRefused as exc:

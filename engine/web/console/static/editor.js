@@ -56,18 +56,27 @@
     });
   }
 
+  var shown = [];
   function validate(text, done, options, cm) {
     fetch(area.dataset.validateUrl, {
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
       body: JSON.stringify({path: path(), text: text})
-    }).then(function (answer) { return answer.json(); }).then(function (answer) {
+    }).then(function (answer) {
+      if (answer.status === 429) {  // the server checks one draft at a time: keep the marks, ask again soon
+        setTimeout(function () { cm.performLint(); }, 700);
+        return null;
+      }
+      return answer.json();
+    }).then(function (answer) {
+      if (answer === null) { done(shown); return; }
       var mine = function (found) { return !found.file || found.file === path(); };
       var errors = (answer.errors || []).filter(mine);
       var warnings = (answer.warnings || []).filter(mine);
       var elsewhere = (answer.errors || []).length - errors.length;
-      done(errors.map(function (found) { return place(cm, found, "error"); })
-        .concat(warnings.map(function (found) { return place(cm, found, "warning"); })));
+      shown = errors.map(function (found) { return place(cm, found, "error"); })
+        .concat(warnings.map(function (found) { return place(cm, found, "warning"); }));
+      done(shown);
       if (status) {
         status.textContent = answer.summary || "";
         status.className = "lint-status " + (errors.length || elsewhere ? "bad" : warnings.length ? "warn" : "good");
