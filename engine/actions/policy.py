@@ -60,6 +60,7 @@ class Target:
 _POOL_KEYS = HTTPAdapter(max_retries=0)
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the text; every rule check and send asks again
 def connect_target(url: str) -> Target:
     """The scheme, host and port a call to `url` connects to; RefusedHost for a URL that is not plain.
 

@@ -124,12 +124,18 @@ def compile_draft(settings: Settings, files: Mapping[str, str]) -> RuleSet:
 
 def compile_draft_texts(settings: Settings, files: Mapping[str, str]) -> tuple[RuleSet, dict[str, str]]:
     """The candidate set and the texts it was compiled from (what a worker compiles again for a dry run)."""
+    rule_set, texts, _ = _compiled_draft(settings, files)
+    return rule_set, texts
+
+
+def _compiled_draft(settings: Settings, files: Mapping[str, str]) -> tuple[RuleSet, dict[str, str], dict[str, str]]:
+    """(candidate set, its texts, display name → path), or RuleSetError named by path inside rules_dir."""
     texts, read_errors, names = draft_texts(settings, files)
     unwritable = [error for path, text in files.items() if (error := _surrogate(path, text))]
     if unwritable:
         raise RuleSetError(unwritable)
     try:
-        return compile_rules(texts, settings, read_errors=read_errors), texts
+        return compile_rules(texts, settings, read_errors=read_errors), texts, names
     except RuleSetError as exc:
         raise RuleSetError([_renamed(error, names) for error in exc.errors]) from exc
 
@@ -141,12 +147,11 @@ def validate_draft(settings: Settings, files: Mapping[str, str], *, seen: Seen |
     each attribute a rule reads that no event of its applications ever carried.
     """
     try:
-        rule_set = compile_draft(settings, files)
+        rule_set, _, names = _compiled_draft(settings, files)
     except RuleSetError as exc:
         return ValidationResult(errors=tuple(exc.errors), rule_set=None)
     if not seen:
         return ValidationResult(errors=(), rule_set=rule_set)
-    names = draft_texts(settings, files)[2]
     drafted = {name for name, path in names.items() if path in files}  # warn about the drafts, not the rest
     own = SimpleNamespace(rules=[rule for rule in rule_set.rules if rule.file in drafted])
     warnings = tuple(_renamed(warning, names) for warning in unseen_attributes(own, seen))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import Any
 
 import redis
@@ -77,11 +78,26 @@ def authenticate() -> tuple[Response, int] | None:
 
 
 def catalogue_names(connection: Any) -> Any:
-    """The attribute names events carried, for validation's warnings; None (no warnings) when Redis is away."""
+    """The attribute names events carried, for validation's warnings; None (no warnings) when Redis is away.
+
+    Read at most every NAMES_FRESH_SECONDS per process: the editor asks at each pause in typing, and the
+    names change when Hana sends a new attribute, not from one keystroke to the next.
+    """
+    now = time.monotonic()
+    kept = _names_read.get(id(connection))
+    if kept is not None and now - kept[0] < NAMES_FRESH_SECONDS:
+        return kept[1]
     try:
-        return Catalogue(connection).seen()
+        names = Catalogue(connection).seen()
     except redis.RedisError:
         return None
+    if names:  # none yet: read again next time, so the first event's names count at once
+        _names_read[id(connection)] = (now, names)
+    return names
+
+
+NAMES_FRESH_SECONDS = 5.0
+_names_read: dict[int, tuple[float, Any]] = {}
 
 
 def _body() -> dict[str, Any]:
