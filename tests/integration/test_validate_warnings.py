@@ -51,3 +51,16 @@ def test_an_attribute_never_seen_is_a_warning_with_did_you_mean_and_the_set_stil
     for junk in (b"[" * 50_000, b"\xff", b'{"path": "../x.yaml", "text": ""}', b'{"path": 5}'):
         answer = console.post(f"{deployment.url}/console/validate", data=junk, headers={"X-CSRF-Token": token})
         assert answer.status_code == 400 and answer.json()["summary"]
+
+
+def test_a_check_while_another_compiles_is_asked_to_try_again_and_hana_is_not_kept_waiting(deploy) -> None:
+    from engine.runtime import drafts
+
+    deployment = deploy(RULES)
+    draft = {"path": "rules.yaml", "text": RULES}
+    with drafts.one_check_at_a_time():  # another editor's draft compiling in this process
+        answer = deployment.admin("POST", "/admin/validate", json=draft)
+        hook = deployment.post("lead.updated", {"application": {"id": SHOP_A}, "lead": {"id": "L9"}})
+    assert answer.status_code == 429 and "try again in a moment" in answer.json()["error"]
+    assert hook  # the webhook was answered meanwhile
+    assert deployment.admin("POST", "/admin/validate", json=draft).status_code == 200
