@@ -148,6 +148,7 @@ class Tally:
                 row["changed"] += 1
                 if len(row["events"]) < MAX_LISTED:
                     row["events"].append({"id": event.id, "type": event.type, "received_at": event.received_at,
+                                          "entity_id": event.entity_id,  # which customer: what a reader looks for
                                           "before": rule_id in before, "after": rule_id in after})  # fmt: skip
 
     def result(self, running: RuleSet, candidate: RuleSet) -> dict[str, Any]:

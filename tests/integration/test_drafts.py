@@ -230,7 +230,7 @@ def test_a_rule_removed_by_the_draft_is_listed_with_what_it_no_longer_matches(
     assert (greet["id"], greet["in_draft"], greet["in_running"], greet["matched"], greet["changed"]) == (
         "greet", False, True, 0, 1)  # fmt: skip
     assert greet["events"] == [{"id": event_id, "type": "lead.created", "received_at": greet["events"][0][
-        "received_at"], "before": True, "after": False}]  # fmt: skip
+        "received_at"], "entity_id": "L-1", "before": True, "after": False}]  # fmt: skip
 
 
 def test_a_dry_run_is_refused_with_the_errors_of_a_broken_draft_and_fails_visibly(

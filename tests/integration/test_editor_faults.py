@@ -128,3 +128,16 @@ def test_saving_when_rules_dir_holds_a_link_out_is_refused(deploy, tmp_path) -> 
     (deployment.settings.rules_dir / "link.yaml").symlink_to(outside / "pwned.yaml")
     answer = deployment.admin("PUT", "/admin/rules/files/link.yaml", json={"text": "rules: []\n", "expected": None})
     assert answer.status_code == 400 and not (outside / "pwned.yaml").exists()
+
+
+def test_the_history_page_masks_webhook_addresses_as_the_rule_page_does(deploy) -> None:
+    deployment = deploy(RULES)
+    path = deployment.settings.rules_dir / "rules.yaml"
+    literal = "http://127.0.0.1:9/services/T0/B0/LITERAL-SECRET-77"
+    text = RULES + f"  - id: tell\n    on: lead.created\n    then:\n      - slack:\n          webhook_url: {literal}\n"
+    text += "          text: hi\n"
+    saved = deployment.admin("PUT", "/admin/rules/files/rules.yaml", json={"text": text, "expected": path.read_text()})
+    assert saved.status_code == 200, saved.text
+    session, _ = console(deployment)
+    page = session.get(f"{deployment.url}/console/history/{saved.json()['version']}").text
+    assert "webhook_url: ***" in page and "LITERAL-SECRET-77" not in page

@@ -5,12 +5,13 @@ comments and layout stay and every change is a version in the history."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from engine.redaction import redact
+from engine.redaction import redact, redact_rule_text
 from engine.rules.editing import EditRefused, add_test, new_test, set_enabled
 from engine.rules.errors import RuleSetError
 from engine.runtime import dry_runs, history, rule_files
@@ -45,7 +46,10 @@ def version(version_id: str) -> Any:
     found = history.version(redis_connection(), version_id)
     if found is None:
         return refusal(404)
-    return render_template("version.html", version=found, running=running_rules().version, read_only=read_only())
+    secrets = secrets_now()  # shown as the rule page shows a rule's text: secret values and webhook URLs masked
+    changes = [replace(change, diff=redact_rule_text(change.diff, secrets)) for change in found.changes]
+    return render_template("version.html", version=found, changes=changes, running=running_rules().version,
+                           read_only=read_only())  # fmt: skip
 
 
 @blueprint.route("/history/<version_id>/rollback", methods=["GET", "POST"])
