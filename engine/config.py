@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from engine.clock import zone
 from engine.config_schema import join_key, validate
 from engine.durations import parse_duration
 from engine.envsubst import UnsetVariableError, substitute
@@ -98,6 +99,8 @@ class Console:
     #: Reverse proxies in front (each adds X-Forwarded-For/-Proto): the client's address, which
     #: limits failed logins, and HTTPS, which makes the cookie Secure, are read from them.
     trusted_proxies: int = 0
+    #: The clock the console's pages show times on (an IANA name): Hana's users read Vietnam's time.
+    timezone: str = "Asia/Ho_Chi_Minh"
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,7 @@ def _resolve(
             secret_key=console_raw.get("secret_key") or _secret(env, "HANA_RULES_SECRET_KEY", found_secrets),
             read_only=bool(console_raw.get("read_only", False)),
             trusted_proxies=int(console_raw.get("trusted_proxies", 0)),
+            timezone=_timezone(console_raw.get("timezone", Console.timezone)),
         ),
         secrets=frozenset(found_secrets),
     )
@@ -421,3 +425,12 @@ def generated_secrets(data_dir: Path, *wanted: tuple[str, int]) -> dict[str, str
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
         return stored
+
+
+def _timezone(name: str) -> str:
+    """`console.timezone` if this machine knows it (Vietnam's is known without a time zone database)."""
+    try:
+        zone(name)
+    except ValueError as exc:
+        raise ConfigError(f"console.timezone: {exc}") from None
+    return name

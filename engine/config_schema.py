@@ -96,7 +96,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {"secret_key": {"type": "string", "minLength": 16}, "read_only": {"type": "boolean"},
-                           "trusted_proxies": {"type": "integer", "minimum": 0, "maximum": 5}},
+                           "trusted_proxies": {"type": "integer", "minimum": 0, "maximum": 5},
+                           "timezone": {"type": "string", "minLength": 1, "maxLength": 64}},
         },
     },
 }

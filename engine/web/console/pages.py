@@ -25,6 +25,7 @@ from flask import (
 from flask_babel import Babel, get_locale
 from flask_babel import gettext as _
 
+from engine.clock import local_time
 from engine.config import Settings
 from engine.hana import EVENT_TYPES
 from engine.redaction import redact
@@ -141,10 +142,8 @@ def status_words() -> dict[str, str]:
 
 
 def moment(iso: str | None) -> str:
-    """2026-12-02T01:55:39.830Z → 2026-12-02 01:55:39 UTC: what a reader scans for."""
-    if not iso or len(iso) < 19 or iso[10] != "T":
-        return iso or "—"
-    return f"{iso[:10]} {iso[11:19]} UTC"
+    """2026-12-02T01:55:39.830Z → 2026-12-02 08:55:39 (UTC+7): on the readers' clock (console.timezone)."""
+    return local_time(iso, _settings().console.timezone)
 
 
 def type_words() -> dict[str, str]:
