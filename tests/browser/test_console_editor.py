@@ -123,6 +123,15 @@ def test_completion_offers_an_attribute_hana_sent_and_the_draft_is_tried_on_that
     assert "lead.cf_string_nganh_hang equals “Mỹ phẩm”" in card.inner_text()
     shoot(page, "editor-try-en")
 
+    page.locator(".CodeMirror").click()  # what a hana_update writes is completed from the same catalogue
+    page.keyboard.press("Control+End")
+    page.keyboard.insert_text("      - hana_update:\n          lead:\n            cf_string_ng")
+    page.keyboard.press("Control+Space")
+    page.locator(".CodeMirror-hints li").first.wait_for()
+    assert page.locator(".CodeMirror-hints li").first.inner_text().startswith("cf_string_nganh_hang")
+    page.keyboard.press("Enter")
+    assert "            cf_string_nganh_hang: " in page.locator(".CodeMirror").inner_text()
+
 
 def test_dry_run_diff_save_history_and_rollback(page, served: Served) -> None:
     post_sample(served, id="lead-dry-1", cf_string_hang="VIP")

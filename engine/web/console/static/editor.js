@@ -152,6 +152,13 @@
     if (/(field|changed):\s*["']?[\w.]*$/.test(before) || /(lead|opportunity)\.[\w]*$/.test(before) || /{{[^}]*$/.test(before)) {
       return attributes.concat(context);
     }
+    if (line.writes && /^\s*[\w]*$/.test(before)) {  // the attributes a hana_update writes, as keys
+      return (words.attributes || []).filter(function (a) { return a.name.indexOf(line.writes + ".") === 0; })
+        .map(function (a) {
+          var name = a.name.slice(line.writes.length + 1);
+          return item(name, types[a.type] || a.type || "", a.count + "×", a.examples, name + ": ");
+        });
+    }
     if (/^\s*(-\s+)?\{?[\w]*$/.test(before) || /[{,]\s*[\w]*$/.test(before)) {
       var asKey = function (label) { return function (name) { return item(name, label, "", null, name + ": "); }; };
       var keys = words.keys.map(asKey(words.labels.key));
@@ -169,7 +176,21 @@
     var start = cursor.ch;
     while (start > 0 && /[\w.*\-]/.test(text.charAt(start - 1))) { start -= 1; }
     var typed = text.slice(start, cursor.ch).toLowerCase();
-    var line = {previous: cursor.line > 0 ? cm.getLine(cursor.line - 1) : "", field: null, inCondition: false};
+    var line = {previous: cursor.line > 0 ? cm.getLine(cursor.line - 1) : "", field: null, inCondition: false,
+                writes: null};
+    /* Under `hana_update:` → `lead:` (or `opportunity:`), keys are the entity's attributes. */
+    var indent = /^\s*/.exec(text)[0].length;
+    for (var up = cursor.line - 1; up >= 0 && up > cursor.line - 40; up -= 1) {
+      var above = cm.getLine(up);
+      if (!above.trim() || /^\s*#/.test(above)) { continue; }
+      if (/^\s*/.exec(above)[0].length < indent) {
+        var owner = /^\s*(lead|opportunity|ticket):\s*$/.exec(above);
+        if (owner && up > 0 && /hana_update:\s*$/.test(cm.getLine(up - 1))) {
+          line.writes = owner[1] === "ticket" ? "opportunity" : owner[1];
+        }
+        break;
+      }
+    }
     /* The condition the cursor is in: the nearest `field:`/`changed:` above, at this item's level. */
     for (var above = cursor.line; above >= 0 && above > cursor.line - 8; above -= 1) {
       var seen = /^\s*(-\s+)?(field|changed):\s*["']?([\w.]+)/.exec(cm.getLine(above));
