@@ -141,3 +141,17 @@ def test_the_history_page_masks_webhook_addresses_as_the_rule_page_does(deploy) 
     session, _ = console(deployment)
     page = session.get(f"{deployment.url}/console/history/{saved.json()['version']}").text
     assert "webhook_url: ***" in page and "LITERAL-SECRET-77" not in page
+
+
+def test_check_says_when_a_rename_leaves_the_files_own_test_failing(deploy) -> None:
+    deployment = deploy(RULES)
+    with_test = RULES + (
+        "tests:\n  - name: a VIP lead\n    event: lead.created\n"
+        "    payload: {lead: {id: L1, cf_string_hang: VIP}}\n    expect: {matched: [vip]}\n"
+    )
+    renamed = with_test.replace("- id: vip", "- id: vip-lead")
+    session, token = console(deployment)
+    page = session.post(f"{deployment.url}/console/editor", data={
+        "csrf_token": token, "name": "rules.yaml", "text": renamed, "do": "check"}).text  # fmt: skip
+    assert "No mistake" in page and "Worth a look" in page
+    assert "test “a VIP lead” does not pass" in page and "there is no rule with that id" in page

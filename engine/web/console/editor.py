@@ -129,6 +129,8 @@ def editor_act() -> Any:
     if action == "check":
         found = drafts.validate_draft(_settings(), {name: text}, seen=catalogue_names(redis_connection()))
         outcome["warnings"] = [_shown_error(warning) for warning in found.warnings]
+        mine = display_name(_settings().rules_dir / name)  # a test that no longer passes is worth a look too
+        outcome["failing"] = [t for t in run_rule_tests(candidate) if t.test.file == mine and not t.passed]
     elif action == "diff":
         outcome["diffs"] = diff_files({name: _running_text(name) or ""}, {name: text})
     elif action == "try":
