@@ -13,7 +13,7 @@ not English word order.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def translations(language: str) -> NullTranslations:
 
 def describe(entry: dict[str, Any], language: str = DEFAULT_LANGUAGE) -> Sentence:
     """One trace entry (`{path, result, value, expected, op, field|jsonpath, ...}`) in words."""
-    parts = explain(entry)
+    parts = _plain_negation(explain(entry))
     words = translations(language_of(language))
     claim = _claim(parts, words)
     if parts.modifiers:
@@ -122,6 +122,22 @@ def describe(entry: dict[str, Any], language: str = DEFAULT_LANGUAGE) -> Sentenc
     if parts.negated:
         claim = words.gettext(NEGATED) % {"claim": claim}
     return Sentence(claim=claim, seen=_seen(parts, words), result=parts.result, depth=parts.depth)
+
+
+#: Operators with a word for their opposite: `not: {equals: VIP}` reads "does not equal", not "it is not
+#: true that … equals" (which is right, but read twice by everyone).
+OPPOSITES = {"equals": "not_equals", "in": "not_in", "contains": "not_contains", "matches": "not_matches"}
+OPPOSITES.update({negated: plain for plain, negated in OPPOSITES.items()})
+
+
+def _plain_negation(parts: Explanation) -> Explanation:
+    if not parts.negated:
+        return parts
+    if parts.op in OPPOSITES:
+        return replace(parts, op=OPPOSITES[parts.op], negated=False)
+    if parts.op in ("exists", "empty") and isinstance(parts.operand, bool):
+        return replace(parts, operand=not parts.operand, negated=False)
+    return parts
 
 
 def _claim(parts: Explanation, words: NullTranslations) -> str:

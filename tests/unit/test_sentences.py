@@ -163,9 +163,11 @@ def test_the_compiled_catalogue_matches_its_source() -> None:
 def test_not_over_one_test_reads_as_one_line_with_the_verdict_of_the_not() -> None:
     conditions = evaluate("{not: {field: lead.tier, equals: VIP}}", {})
     [line] = fold_negations(conditions)
-    assert describe(line, "en").text == "it is not true that lead.tier equals “VIP”: it has no value ✓"
-    assert describe(line, "vi").text == "không đúng là lead.tier bằng “VIP”: chưa có giá trị ✓"
+    assert describe(line, "en").text == "lead.tier does not equal “VIP”: it has no value ✓"
+    assert describe(line, "vi").text == "lead.tier khác “VIP”: chưa có giá trị ✓"
     failing = evaluate("{not: {field: lead.tier, equals: VIP}}", {"tier": "VIP"})
-    assert describe(first_failure(failing), "en").text == "it is not true that lead.tier equals “VIP”: saw “VIP” ✗"
+    assert describe(first_failure(failing), "en").text == "lead.tier does not equal “VIP”: saw “VIP” ✗"
+    no_word = evaluate("{not: {field: lead.n, gt: 5}}", {})  # no word for its opposite: said in full
+    assert describe(fold_negations(no_word)[0], "en").claim == "it is not true that lead.n is greater than 5"
     grouped = evaluate("{not: {any: [{field: lead.a, equals: x}]}}", {})
     assert [describe(c, "en").claim for c in fold_negations(grouped)][0] == "the following does not hold"
