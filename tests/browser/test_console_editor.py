@@ -271,3 +271,15 @@ def test_without_javascript_the_editor_is_a_textarea_checked_on_submit(browser, 
         shoot(page, "editor-no-js-en")
     finally:
         context.close()
+
+
+def test_enter_indents_the_next_line_as_yaml_wants_it(page, served: Served) -> None:
+    log_in(page, served, "editor/new?name=indent.yaml")
+    page.locator(".CodeMirror").wait_for()
+    type_in_editor(page, "rules:\n  - id: indented\n    when:")
+    for typed in ("- field: lead.cf_string_hang", "equals: VIP"):
+        page.keyboard.press("Escape")  # no suggestion picked: a plain new line
+        page.keyboard.press("Enter")
+        page.keyboard.insert_text(typed)
+    lines = [line.replace("\u200b", "") for line in page.locator(".CodeMirror-line").all_inner_texts()]
+    assert lines[2:] == ["    when:", "      - field: lead.cf_string_hang", "        equals: VIP"]

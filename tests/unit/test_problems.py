@@ -91,3 +91,13 @@ def test_every_pattern_is_exercised_by_a_real_text() -> None:
     texts = ENGINE_TEXTS + quarantine_reasons()
     unused = [p.pattern for p, _ in _KNOWN if not any(p.fullmatch(t) for t in texts)]
     assert unused == []
+
+
+@pytest.mark.usefixtures("vietnamese")
+def test_the_engines_own_history_messages_read_in_vietnamese_and_a_persons_stay_as_written() -> None:
+    from engine.web.console.problems import history_message
+
+    assert history_message("rules at start") == "các tệp quy tắc lúc máy chủ khởi động"
+    assert history_message("disabled vip-note (console)") == "tắt quy tắc vip-note"
+    assert history_message("rollback to 0123456789abcdef (console): oops") == "quay lại phiên bản 0123456789ab: oops"
+    assert history_message("VIP note on new leads too") == "VIP note on new leads too"

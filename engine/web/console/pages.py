@@ -35,7 +35,7 @@ from engine.runtime.intake import ReplayRefused
 from engine.runtime.views import EventFilter, list_events
 from engine.sentences import LANGUAGES, TRANSLATIONS, describe, language_of, translations, value_text
 from engine.web.console import access
-from engine.web.console.problems import in_words, rule_problem
+from engine.web.console.problems import history_message, in_words, rule_problem
 
 blueprint = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                       static_folder="static", static_url_path="/static")  # fmt: skip
@@ -119,6 +119,7 @@ def template_helpers() -> dict[str, Any]:
         "logged_in": access.logged_in(),
         "in_words": in_words,
         "rule_words": rule_problem,
+        "history_words": history_message,
         "source_words": source_words(),
     }
 

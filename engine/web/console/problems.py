@@ -161,3 +161,33 @@ def in_words(text: str | None) -> Problem:
         if match:
             return Problem(words(match.groupdict()), text, False)
     return Problem(text, None, True)
+
+
+def _history_known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], ...]:
+    """The messages the engine itself gives a published version (supervisor.py, rule_files.py, versions.py)."""
+    return tuple((re.compile(pattern, re.DOTALL), words) for pattern, words in (
+        (r"rules at start", lambda m: _("the rule files when the server started")),
+        (r"published before history was kept", lambda m: _("running before the history was kept")),
+        (r"edited (?P<file>\S+)", lambda m: _("%(file)s edited", **m)),
+        (r"(?P<state>enabled|disabled) (?P<rule>\S+) \(console\)", lambda m: (
+            _("rule %(rule)s turned on", rule=m["rule"]) if m["state"] == "enabled"
+            else _("rule %(rule)s turned off", rule=m["rule"]))),
+        (r"test from event (?P<event>\S+) \(console\)", lambda m: _("a test made from event %(event)s", **m)),
+        (r"rollback to (?P<version>\S+) \((?P<source>[\w-]+)\)(?:: (?P<why>.*))?", lambda m: (
+            _("back to version %(version)s: %(why)s", version=m["version"][:12], why=m["why"]) if m["why"]
+            else _("back to version %(version)s", version=m["version"][:12]))),
+    ))  # fmt: skip
+
+
+_HISTORY_KNOWN = _history_known()
+
+
+def history_message(text: str) -> str:
+    """A version's message in the reader's language when the engine wrote it; a person's words as written."""
+    if not text or str(get_locale() or "en") == "en":
+        return text
+    for pattern, words in _HISTORY_KNOWN:
+        match = pattern.fullmatch(text)
+        if match:
+            return words(match.groupdict())
+    return text

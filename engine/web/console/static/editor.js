@@ -85,12 +85,24 @@
     }).catch(function () { done([]); });
   }
 
+  /* Enter indents as YAML wants the next line: under a list item's first key (`- field: x` → the
+   * next key aligns with `field`), one level deeper after a key that opens a block (`when:`). */
+  function newLineIndented(cm) {
+    var cursor = cm.getCursor();
+    var before = cm.getLine(cursor.line).slice(0, cursor.ch);
+    var item = /^(\s*)-\s+(?=\S)/.exec(before);
+    var indent = item ? item[0].length : /^\s*/.exec(before)[0].length;
+    if (/:\s*$/.test(before)) { indent += 2; }
+    cm.replaceSelection("\n" + new Array(indent + 1).join(" "), "end");
+  }
+
   var editor = CodeMirror.fromTextArea(area, {
     mode: "yaml", lineNumbers: true, indentUnit: 2, tabSize: 2, lineWrapping: false,
     gutters: ["CodeMirror-lint-markers"],
     extraKeys: {
       "Ctrl-Space": "autocomplete",
-      Tab: function (cm) { cm.replaceSelection("  "); }
+      Tab: function (cm) { cm.replaceSelection("  "); },
+      Enter: newLineIndented
     },
     lint: {getAnnotations: validate, async: true, delay: 600}
   });
