@@ -11,6 +11,7 @@ Errors come back under the same names, so the editor finds its own.
 from __future__ import annotations
 
 import threading
+import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -84,8 +85,10 @@ def checked_path(rules_dir: Path, path: object) -> str:
     """
     if not isinstance(path, str) or not path or len(path) > 1024 or "\\" in path:
         raise DraftPathError(PATH_REFUSED)
-    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in path):
-        raise DraftPathError(PATH_REFUSED)
+    if any(ord(c) < 32 or ord(c) == 127 or unicodedata.category(c) in ("Cs", "Cf", "Co") for c in path):
+        raise DraftPathError(PATH_REFUSED)  # control, invisible or direction-changing characters, half characters
+    if unicodedata.normalize("NFC", path) != path:
+        raise DraftPathError(PATH_REFUSED)  # a second spelling of the same letters: one name per file
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts or pure.suffix not in RULE_SUFFIXES or pure.as_posix() != path:
         raise DraftPathError(PATH_REFUSED)  # as_posix differs for `./a.yaml`, `a//b.yaml`: one name per file

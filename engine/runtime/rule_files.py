@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -151,6 +152,10 @@ def resolve(rules_dir: Path, name: object, *, hidden_ok: bool = False) -> Path:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise RefusedPath(f"{name[:80]!r} is not a usable file name: {_EXAMPLE}") from None
+    if unicodedata.normalize("NFC", name) != name or any(unicodedata.category(c) in ("Cf", "Cs", "Co") for c in name):
+        # invisible or direction-changing characters, or a second spelling of the same letters: a name that
+        # reads as one file and is another
+        raise RefusedPath(f"{name[:80]!r} holds invisible characters or letters spelled two ways: type the name again")
     pure = PurePosixPath(name)
     if pure.is_absolute():
         raise RefusedPath(f"{name!r} is an absolute path; {_EXAMPLE}")

@@ -155,3 +155,12 @@ def test_check_says_when_a_rename_leaves_the_files_own_test_failing(deploy) -> N
         "csrf_token": token, "name": "rules.yaml", "text": renamed, "do": "check"}).text  # fmt: skip
     assert "No mistake" in page and "Worth a look" in page
     assert "test “a VIP lead” does not pass" in page and "there is no rule with that id" in page
+
+
+@pytest.mark.parametrize("name", ["invoice\u202eyaml.yaml", "cafe\u0301.yaml", "a\u200b.yaml"])
+def test_a_name_that_reads_as_one_file_and_is_another_is_refused(deploy, name: str) -> None:
+    deployment = deploy(RULES)
+    answer = deployment.admin("PUT", f"/admin/rules/files/{name}", json={"text": "rules: []\n", "expected": None})
+    checked = deployment.admin("POST", "/admin/validate", json={"path": name, "text": "rules: []\n"})
+    assert answer.status_code == 400 and checked.status_code == 400
+    assert sorted(p.name for p in deployment.settings.rules_dir.iterdir()) == ["rules.yaml"]
