@@ -152,7 +152,8 @@ def test_events_pages_go_older_and_back_newer_to_the_same_rows(console: str, set
     def rows_and_links(url: str) -> tuple[list[str], dict[str, str]]:
         page = session.get(url).text
         links = dict(re.findall(r'<a href="([^"]+)" rel="(next|prev)"', page))
-        return re.findall(r'href="/console/events/([0-9a-f]+)"', page), {rel: href for href, rel in links.items()}
+        rows = list(dict.fromkeys(re.findall(r'href="/console/events/([0-9a-f]+)"', page)))  # a row links twice
+        return rows, {rel: href for href, rel in links.items()}
 
     first, links = rows_and_links(console + "events?type=lead.created")
     assert len(first) == 50 and "prev" not in links
