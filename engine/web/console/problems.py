@@ -31,10 +31,31 @@ class Problem:
     untranslated: bool  # the reader reads another language, and no pattern knew this text
 
 
-def _known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], ...]:
+Words = Callable[[dict[str, str]], str]
+Table = tuple[tuple[re.Pattern[str], Words], ...]
+
+
+def _table(entries: tuple[tuple[str, Words], ...]) -> Table:
+    """(anchored pattern, words) pairs, compiled once."""
+    return tuple((re.compile(pattern, re.DOTALL), words) for pattern, words in entries)
+
+
+def _reworded(text: str, table: Table) -> str | None:
+    """`text` in the reader's words by the first pattern of `table` it matches whole; None if none does
+    (or the reader reads English, the engine's own language, or the text is too long to be the engine's)."""
+    if not text or str(get_locale() or "en") == "en" or len(text) > LONGEST:
+        return None
+    for pattern, words in table:
+        match = pattern.fullmatch(text)
+        if match:
+            return words(match.groupdict())
+    return None
+
+
+def _known() -> Table:
     """(pattern, words) for the texts a business user meets most; `words` calls gettext with
     literal messages, so `pybabel extract` finds them."""
-    return tuple((re.compile(pattern, re.DOTALL), words) for pattern, words in (
+    return _table((
         (r"no hana_update_url/access_token configured for (?P<app>.+)", lambda m: _(
             "No Hana update URL or access token is set for %(app)s: add hana_update_url and access_token "
             "to its application in the settings, then retry.", **m)),
@@ -82,9 +103,9 @@ def _known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], .
 _KNOWN = _known()
 
 
-def _rule_known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], ...]:
+def _rule_known() -> Table:
     """The rule mistakes the editor underlines most, and their hints (engine/rules/compiler.py, loader.py)."""
-    return tuple((re.compile(pattern, re.DOTALL), words) for pattern, words in (
+    return _table((
         (r"unknown event type (?P<name>'[^']*'); use lead\.created … opportunity\.deleted, ticket\.\*, or "
          r"wildcards lead\.\*, \*\.created, \*", lambda m: _(
             "unknown event type %(name)s; use lead.created … opportunity.deleted, ticket.*, or wildcards lead.*, "
@@ -142,30 +163,21 @@ _RULE_KNOWN = _rule_known()
 
 def rule_problem(text: str) -> str:
     """A rule mistake or its hint in the reader's language when it is one the editor meets most; else as written."""
-    if not text or str(get_locale() or "en") == "en" or len(text) > LONGEST:
-        return text
-    for pattern, words in _RULE_KNOWN:
-        match = pattern.fullmatch(text)
-        if match:
-            return words(match.groupdict())
-    return text
+    return _reworded(text, _RULE_KNOWN) or text
 
 
 def in_words(text: str | None) -> Problem:
     """`text` as the reader should see it (see the module's docstring)."""
     text = text or ""
-    if str(get_locale() or "en") == "en" or len(text) > LONGEST:
-        return Problem(text, None, False)
-    for pattern, words in _KNOWN:
-        match = pattern.fullmatch(text)
-        if match:
-            return Problem(words(match.groupdict()), text, False)
-    return Problem(text, None, True)
+    shown = _reworded(text, _KNOWN)
+    if shown is not None:
+        return Problem(shown, text, False)
+    return Problem(text, None, bool(text) and str(get_locale() or "en") != "en" and len(text) <= LONGEST)
 
 
-def _history_known() -> tuple[tuple[re.Pattern[str], Callable[[dict[str, str]], str]], ...]:
+def _history_known() -> Table:
     """The messages the engine itself gives a published version (supervisor.py, rule_files.py, versions.py)."""
-    return tuple((re.compile(pattern, re.DOTALL), words) for pattern, words in (
+    return _table((
         (r"rules at start", lambda m: _("the rule files when the server started")),
         (r"published before history was kept", lambda m: _("running before the history was kept")),
         (r"edited (?P<file>\S+)", lambda m: _("%(file)s edited", **m)),
@@ -184,10 +196,4 @@ _HISTORY_KNOWN = _history_known()
 
 def history_message(text: str) -> str:
     """A version's message in the reader's language when the engine wrote it; a person's words as written."""
-    if not text or str(get_locale() or "en") == "en":
-        return text
-    for pattern, words in _HISTORY_KNOWN:
-        match = pattern.fullmatch(text)
-        if match:
-            return words(match.groupdict())
-    return text
+    return _reworded(text, _HISTORY_KNOWN) or text
