@@ -19,9 +19,7 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import timeit
-from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -29,14 +27,9 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.state import body, run_events, start_workers, stop  # noqa: E402
-from engine.config import load_settings, with_generated_tokens  # noqa: E402
+from bench.state import body, deployment, run_events, start_workers, stop  # noqa: E402
 from engine.hana import normalize  # noqa: E402
-from engine.runtime.embedded import EmbeddedRedis  # noqa: E402
-from engine.runtime.events import EventStore  # noqa: E402
 from engine.runtime.fields import catalogue_writes  # noqa: E402
-from engine.runtime.intake import Intake  # noqa: E402
-from engine.runtime.journal import Journal  # noqa: E402
 
 
 def script_microseconds(client: redis.Redis) -> float:
@@ -62,29 +55,22 @@ def main() -> None:
     sizes = ((8, "sample lead (8 attributes)"), (arguments.wide, f"lead of {arguments.wide} attributes"))
     rates: dict[tuple[int, int, bool], list[float]] = {}
     redis_us: dict[tuple[int, int, bool], list[float]] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        config = work / "hana-rules.yaml"
-        config.write_text(f"rules_dir: {ROOT / 'rules'}\ndata_dir: {work / 'var'}\nlog_format: text\n")
-        with EmbeddedRedis(work / "redis") as server:
-            client = redis.Redis.from_url(server.url)
-            settings = with_generated_tokens(replace(load_settings(config, env={}), redis_url=server.url))
-            intake = Intake(settings, EventStore(client), Journal(work / "var"))
-            for workers in (1, 2):
-                for attempt in range(arguments.rounds):
-                    for catalogue in (True, False):
-                        processes = start_workers(workers, config, server.url, client, catalogue=catalogue)
-                        try:
-                            for wide, _ in sizes:
-                                key = (workers, wide, catalogue)
-                                before = script_microseconds(client)
-                                rate = run_events(intake, client, arguments.events, True, wide=wide, measure=False,
+    with deployment() as (config, server, client, intake):
+        for workers in (1, 2):
+            for attempt in range(arguments.rounds):
+                for catalogue in (True, False):
+                    processes = start_workers(workers, config, server.url, client, catalogue=catalogue)
+                    try:
+                        for wide, _ in sizes:
+                            key = (workers, wide, catalogue)
+                            before = script_microseconds(client)
+                            rate = run_events(intake, client, arguments.events, True, wide=wide, measure=False,
                                                   prefix=f"W{workers}R{attempt}C{catalogue:d}A{wide}-")  # fmt: skip
-                                rates.setdefault(key, []).append(rate)
-                                spent = (script_microseconds(client) - before) / arguments.events
-                                redis_us.setdefault(key, []).append(spent)
-                        finally:
-                            stop(processes)
+                            rates.setdefault(key, []).append(rate)
+                            spent = (script_microseconds(client) - before) / arguments.events
+                            redis_us.setdefault(key, []).append(spent)
+                    finally:
+                        stop(processes)
     print(f"\ndistinct leads through process_event, events/s ({arguments.events} events a run; median of "
           f"{arguments.rounds} runs each, with and without the catalogue taking turns)")  # fmt: skip
     print(f"{'':44} {'1 worker':>10} {'2 workers':>10}   Redis script µs/event")

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,11 +110,10 @@ def run_events(intake: Intake, client: redis.Redis, count: int, distinct: bool, 
     return rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=2000)
-    arguments = parser.parse_args()
-    results: dict[tuple[int, str], float] = {}
+@contextmanager
+def deployment() -> Iterator[tuple[Path, EmbeddedRedis, redis.Redis, Intake]]:
+    """A settings file with the example rules, an embedded Redis and the receiver's intake, in a temporary
+    folder: (settings file, Redis, a client, intake). bench/fields.py starts its workers the same way."""
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         config = work / "hana-rules.yaml"
@@ -120,16 +121,24 @@ def main() -> None:
         with EmbeddedRedis(work / "redis") as server:
             client = redis.Redis.from_url(server.url)
             settings = with_generated_tokens(replace(load_settings(config, env={}), redis_url=server.url))
-            intake = Intake(settings, EventStore(client), Journal(work / "var"))
-            for workers in (1, 2):
-                client.flushall()
-                processes = start_workers(workers, config, server.url, client)
-                try:
-                    results[(workers, "no-op RQ jobs")] = drain_noop(client, arguments.events)
-                    results[(workers, "1,000+ distinct leads")] = run_events(intake, client, arguments.events, True)
-                    results[(workers, "one hot lead")] = run_events(intake, client, arguments.events, False)
-                finally:
-                    stop(processes)
+            yield config, server, client, Intake(settings, EventStore(client), Journal(work / "var"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000)
+    arguments = parser.parse_args()
+    results: dict[tuple[int, str], float] = {}
+    with deployment() as (config, server, client, intake):
+        for workers in (1, 2):
+            client.flushall()
+            processes = start_workers(workers, config, server.url, client)
+            try:
+                results[(workers, "no-op RQ jobs")] = drain_noop(client, arguments.events)
+                results[(workers, "1,000+ distinct leads")] = run_events(intake, client, arguments.events, True)
+                results[(workers, "one hot lead")] = run_events(intake, client, arguments.events, False)
+            finally:
+                stop(processes)
     print(f"\nevents/s through process_event ({arguments.events} events each; example rules; "
           f"accept + state + evaluation + commit)")  # fmt: skip
     print(f"{'':24} {'1 worker':>10} {'2 workers':>10}")
