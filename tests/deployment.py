@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -67,9 +68,21 @@ class Deployment:
         headers = {"Authorization": f"Bearer {self.settings.admin_token}"}
         return requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
 
+    def console(self) -> tuple[requests.Session, str]:
+        """A logged-in console session and its CSRF token (login makes a new one: read after it)."""
+        session = requests.Session()
+        form = session.get(f"{self.url}/console/login").text
+        session.post(f"{self.url}/console/login", data={"token": self.settings.admin_token,
+                                                        "csrf_token": _csrf_token(form)})  # fmt: skip
+        return session, _csrf_token(session.get(f"{self.url}/console/editor").text)
+
     def cli(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "engine.cli", *arguments, "--config", str(self.config), "--url", self.url]
         return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ})
+
+
+def _csrf_token(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page)[1]  # type: ignore[index]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import re
 
 import pytest
 import redis
-import requests
 
 from tests.conftest import SHOP_A
 from tests.deployment import ACCESS_TOKEN
@@ -22,23 +21,13 @@ rules:
 """
 
 
-def console(deployment) -> tuple[requests.Session, str]:  # noqa: ANN001
-    """A logged-in console session and its CSRF token (made anew at login)."""
-    session = requests.Session()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(f"{deployment.url}/console/login").text)[1]
-    session.post(f"{deployment.url}/console/login", data={"token": deployment.settings.admin_token,
-                                                           "csrf_token": token})  # fmt: skip
-    page = session.get(f"{deployment.url}/console/editor").text
-    return session, re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
-
-
 def test_an_event_added_as_a_test_carries_no_secret_into_the_file_or_the_history(deploy) -> None:
     deployment = deploy(RULES)
     lead = {"id": "L1", "cf_string_hang": "VIP", "access_token": "TOKEN-IN-THE-LEAD-9999",
             "cf_string_note": f"key {ACCESS_TOKEN} here"}  # fmt: skip
     event_id = deployment.post("lead.created", {"application": {"id": SHOP_A}, "lead": lead})
     deployment.run_burst()
-    session, token = console(deployment)
+    session, token = deployment.console()
     answer = session.post(f"{deployment.url}/console/events/{event_id}/add-test",
                           data={"rule": "vip", "csrf_token": token}, allow_redirects=False)  # fmt: skip
     assert answer.status_code == 302, answer.text[:500]
@@ -84,7 +73,7 @@ def test_a_crlf_file_opens_and_saves_from_the_console_with_its_line_endings(depl
     deployment = deploy(RULES)
     path = deployment.settings.rules_dir / "crlf.yaml"
     path.write_bytes(b"# Windows\r\nrules:\r\n  - id: w\r\n    on: lead.created\r\n    then: [{log: w}]\r\n")
-    session, token = console(deployment)
+    session, token = deployment.console()
     page = session.get(f"{deployment.url}/console/editor/file/crlf.yaml").text
     expected = re.search(r'name="expected" value="([^"]*)"', page)[1]
     assert 'name="newline" value="crlf"' in page
@@ -104,7 +93,7 @@ def test_a_rule_whose_file_uses_an_unset_looking_variable_can_be_disabled(deploy
     hook = '  - id: tell\n    on: lead.created\n    then: [{webhook: {url: "${TEAM_WEBHOOK}", json: {}}}]\n'
     deployment = deploy(RULES + hook)
     assert deployment.admin("POST", "/admin/reload", json={}).status_code == 200
-    session, token = console(deployment)
+    session, token = deployment.console()
     answer = session.post(f"{deployment.url}/console/rules/tell/enabled", data={"enabled": "0", "csrf_token": token},
                           allow_redirects=False)  # fmt: skip
     assert answer.status_code == 302, answer.text[:300]
@@ -114,7 +103,7 @@ def test_a_rule_whose_file_uses_an_unset_looking_variable_can_be_disabled(deploy
 @pytest.mark.parametrize("body", ['[' * 5000, '{"a":' * 5000 + "1" + "}" * 5000])
 def test_trying_a_draft_on_a_body_nested_thousands_deep_is_an_answer_not_a_500(deploy, body: str) -> None:
     deployment = deploy(RULES)
-    session, token = console(deployment)
+    session, token = deployment.console()
     answer = session.post(f"{deployment.url}/console/editor", data={
         "csrf_token": token, "name": "rules.yaml", "text": RULES, "do": "try", "event": "",
         "event_type": "lead.created", "body": body, "previous": ""})  # fmt: skip
@@ -138,7 +127,7 @@ def test_the_history_page_masks_webhook_addresses_as_the_rule_page_does(deploy) 
     text += "          text: hi\n"
     saved = deployment.admin("PUT", "/admin/rules/files/rules.yaml", json={"text": text, "expected": path.read_text()})
     assert saved.status_code == 200, saved.text
-    session, _ = console(deployment)
+    session, _ = deployment.console()
     page = session.get(f"{deployment.url}/console/history/{saved.json()['version']}").text
     assert "webhook_url: ***" in page and "LITERAL-SECRET-77" not in page
 
@@ -150,7 +139,7 @@ def test_check_says_when_a_rename_leaves_the_files_own_test_failing(deploy) -> N
         "    payload: {lead: {id: L1, cf_string_hang: VIP}}\n    expect: {matched: [vip]}\n"
     )
     renamed = with_test.replace("- id: vip", "- id: vip-lead")
-    session, token = console(deployment)
+    session, token = deployment.console()
     page = session.post(f"{deployment.url}/console/editor", data={
         "csrf_token": token, "name": "rules.yaml", "text": renamed, "do": "check"}).text  # fmt: skip
     assert "No mistake" in page and "Worth a look" in page

@@ -3,10 +3,6 @@ admin API and the console's own validate, with the catalogue the real worker kep
 
 from __future__ import annotations
 
-import re
-
-import requests
-
 from tests.conftest import SHOP_A
 
 RULES = """
@@ -36,12 +32,7 @@ def test_an_attribute_never_seen_is_a_warning_with_did_you_mean_and_the_set_stil
                                   "did you mean lead.cf_string_phan_loai_kh?")  # fmt: skip
     assert deployment.admin("POST", "/admin/validate", json={**draft, "text": RULES}).json()["warnings"] == []
 
-    console = requests.Session()
-    login = console.get(f"{deployment.url}/console/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
-    console.post(f"{deployment.url}/console/login", data={"token": deployment.settings.admin_token,
-                                                           "csrf_token": token})  # fmt: skip
-    token = re.search(r'name="csrf_token" value="([^"]+)"', console.get(f"{deployment.url}/console/editor").text)[1]
+    console, token = deployment.console()
     forged = console.post(f"{deployment.url}/console/validate", json=draft)
     assert forged.status_code == 403  # no CSRF token: refused like any console POST
     checked = console.post(f"{deployment.url}/console/validate", json=draft, headers={"X-CSRF-Token": token})
