@@ -184,6 +184,12 @@ def test_dry_run_diff_save_history_and_rollback(page, served: Served) -> None:
     assert page.get_by_role("status").inner_text().startswith("Rolled back")
     assert rules_file(served, "team.yaml").read_text() == TEAM_RULES
     assert admin(served, "/admin/rules")["version"] == before
+    page.get_by_role("button", name="Tiếng Việt").click()
+    assert "quay lại phiên bản " + before[:12] in page.locator("table.history tbody tr").first.inner_text()
+    shoot(page, "history-vi")
+    page.goto(console_url(served) + "editor")
+    assert page.get_by_role("link", name="Gắn nhãn khách hàng đến từ Facebook").is_visible()
+    shoot(page, "editor-home-vi")
 
 
 def test_a_file_changed_on_disk_since_it_was_opened_is_not_overwritten(page, served: Served) -> None:
