@@ -120,11 +120,6 @@ def draft_texts(settings: Settings, files: Mapping[str, str]) -> tuple[dict[str,
     return texts, [e for e in read_errors if e.file not in drafts], names
 
 
-def compile_draft(settings: Settings, files: Mapping[str, str]) -> RuleSet:
-    """The candidate set with the drafts in place, or RuleSetError (errors named by relative path)."""
-    return compile_draft_texts(settings, files)[0]
-
-
 def compile_draft_texts(settings: Settings, files: Mapping[str, str]) -> tuple[RuleSet, dict[str, str]]:
     """The candidate set and the texts it was compiled from (what a worker compiles again for a dry run)."""
     rule_set, texts, _ = _compiled_draft(settings, files)

@@ -122,12 +122,12 @@ def editor_act() -> Any:
     if action == "dry-run":
         return _dry_run(name, text, expected)
     outcome: dict[str, Any] = {"action": action}
-    try:
-        candidate = drafts.compile_draft(_settings(), {name: text})
-    except RuleSetError as exc:
-        return _page(name, text, expected=expected, errors=exc.errors, outcome=outcome)
+    seen = catalogue_names(redis_connection()) if action == "check" else None  # only Check shows warnings
+    found = drafts.validate_draft(_settings(), {name: text}, seen=seen)
+    if found.rule_set is None:
+        return _page(name, text, expected=expected, errors=found.errors, outcome=outcome)
+    candidate = found.rule_set
     if action == "check":
-        found = drafts.validate_draft(_settings(), {name: text}, seen=catalogue_names(redis_connection()))
         outcome["warnings"] = [_shown_error(warning) for warning in found.warnings]
         mine = display_name(_settings().rules_dir / name)  # a test that no longer passes is worth a look too
         outcome["failing"] = [t for t in run_rule_tests(candidate) if t.test.file == mine and not t.passed]
